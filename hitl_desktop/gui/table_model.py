@@ -24,7 +24,7 @@ import pandas as pd
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication, QPalette
 
-__all__ = ["BatchTableModel", "Flag", "SEVERITIES", "format_value", "severity_colors"]
+__all__ = ["BatchTableModel", "Flag", "SEVERITIES", "format_value", "group_flags", "severity_colors"]
 
 SEVERITIES = ("low", "medium", "high")
 _SEV_LEVEL = {"low": 1, "medium": 2, "high": 3}
@@ -61,6 +61,15 @@ class Flag(NamedTuple):
     kind: str
     message: str
     suggestion: str | None = None
+
+
+def group_flags(findings: Iterable[Any]) -> dict[tuple[int, str | None], list[Any]]:
+    """Group finding objects that carry ``.row`` and ``.column`` (e.g. the core's checks) into the mapping
+    the model takes: ``{(row_id, column or None): [finding, ...]}``."""
+    out: dict[tuple[int, str | None], list[Any]] = {}
+    for f in findings:
+        out.setdefault((int(f.row), f.column), []).append(f)
+    return out
 
 
 def _as_flag(f: Any) -> Flag:

@@ -1,0 +1,8 @@
+"""Sub-command modules. Each exposes `register(subparsers)`; list new modules here."""
+from __future__ import annotations
+
+import importlib
+
+MODULES = ["core_cmds"]
+
+REGISTRARS = [importlib.import_module(f"{__package__}.{m}").register for m in MODULES]

@@ -1,0 +1,191 @@
+"""Column profiling: logical types, robust ranges and categories, as a reviewable JSON profile.
+
+The profile is a plain dict (JSON-serialisable). A user may review it, edit `lo`/`hi`/`categories`
+and pin it as the schema; the checks only read these keys, so an edited profile is honoured.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .parse import Parsed, as_str, parse_column
+from .types import NUMERIC_TYPES, normalize_infos
+
+PROFILE_VERSION = 1
+
+# Values that exports use for "unknown". Flagged as out_of_range when they sit outside the
+# column's central 98% (so a column where 999 is an ordinary value is left alone).
+SENTINELS = (-999.0, -9999.0, -99999.0, 999.0, 9999.0, 99999.0, 999999.0, -99.0, -1e9, 1e9)
+
+DEFAULTS: dict[str, float] = {
+    "k": 7.0,  # fence width in robust spreads of the asinh-transformed column
+    "category_max": 50,  # more distinct values than this after pruning: not categorical
+    "category_coverage": 0.9,  # share of non-missing values the categories must cover
+    "category_min_frac": 0.002,  # a category needs this share of rows (and at least 2 rows)
+    "near_miss_ratio": 5.0,  # a candidate this many times rarer than a near neighbour is a typo
+    "nonneg_quantile": 0.01,  # column is "never negative" if this quantile is >= 0
+}
+_Q = (0.01, 0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
+
+
+def profile_columns(df: pd.DataFrame, infos: Any = None, **params: float) -> dict[str, Any]:
+    """Profile every column of df; return a JSON-serialisable dict (see docs/checks.md)."""
+    opts = {**DEFAULTS, **params}
+    types = normalize_infos(df, infos)
+    cols: dict[str, Any] = {}
+    for name in df.columns:
+        logical = types[str(name)]
+        parsed = parse_column(df[name], logical)
+        cols[str(name)] = profile_one(df[name], logical, parsed, opts)
+    return {"version": PROFILE_VERSION, "n_rows": int(len(df)), "params": opts, "columns": cols}
+
+
+def profile_one(s: pd.Series, logical: str, parsed: Parsed, opts: dict[str, float]) -> dict[str, Any]:
+    n = len(s)
+    miss = int(parsed.missing.sum())
+    out: dict[str, Any] = {
+        "type": logical,
+        "missing": miss,
+        "strays": int(parsed.bad.sum()),
+        "pinned": False,
+    }
+    if logical in NUMERIC_TYPES and parsed.values is not None:
+        vals = parsed.values
+        if parsed.fixed is not None:
+            vals = np.where(np.isnan(vals), parsed.fixed, vals)
+        out.update(numeric_profile(vals, logical == "integer", opts))
+    if logical == "text" and n - miss > 0:
+        out["categories"] = detect_categories(s, parsed.missing, opts)
+    return out
+
+
+def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> dict[str, Any]:
+    x = vals[np.isfinite(vals)]
+    if len(x) == 0:
+        return {"lo": None, "hi": None, "nonneg": False}
+    sent = np.isin(x, SENTINELS)
+    if sent.any() and sent.mean() < 0.05:
+        x = x[~sent]
+    q = np.quantile(x, _Q)
+    q01, q10, q25, q50, q75, q90, q99 = (float(v) for v in q)
+    nz = np.abs(x[x != 0])
+    c = float(np.median(nz)) if len(nz) else 1.0
+    y = np.arcsinh(q / c)
+    y01, y10, y25, y50, y75, y90, y99 = (float(v) for v in y)
+    s_up = (y90 - y50) / 1.2816
+    s_dn = (y50 - y10) / 1.2816
+    s_tail = (y99 - y01) / 4.653
+    floor = max(0.25 * max(s_up, s_dn), 0.1 * s_tail, 1e-9 * max(1.0, abs(y50)))
+    s_up, s_dn = max(s_up, floor), max(s_dn, floor)
+    k = float(opts["k"])
+    hi = c * math.sinh(y50 + k * s_up)
+    lo = c * math.sinh(y50 - k * s_dn)
+    nonneg = float(np.quantile(x, opts["nonneg_quantile"])) >= 0
+    if nonneg:
+        lo = max(lo, 0.0)
+    return {
+        "lo": _clean(lo), "hi": _clean(hi), "nonneg": bool(nonneg),
+        "integer": bool(integer or bool(np.all(x == np.round(x)))),
+        "median": q50, "q01": q01, "q25": q25, "q75": q75, "q99": q99,
+        "min": float(x.min()), "max": float(x.max()), "scale": c,
+    }
+
+
+def _clean(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def detect_categories(s: pd.Series, missing: np.ndarray, opts: dict[str, float]) -> list[str] | None:
+    """Known categories of a low-cardinality text column, or None for free text.
+
+    Frequent values are candidates; a candidate that is a near-miss (same text up to case and
+    blanks, or within a small edit distance) of a much more frequent candidate is a typo, not a
+    category.
+    """
+    st = as_str(s)
+    n_ok = int(len(s) - missing.sum())
+    if n_ok == 0:
+        return None
+    vc = st[~missing].value_counts(dropna=True)
+    min_count = max(2, int(math.ceil(opts["category_min_frac"] * n_ok)))
+    cand = vc[vc >= min_count]
+    if len(cand) == 0 or len(cand) > 4 * opts["category_max"]:
+        return None
+    keep: list[tuple[str, int]] = []
+    items = [(str(k), int(v)) for k, v in cand.items()]  # descending counts
+    for val, cnt in items:
+        dominated = any(
+            c2 >= opts["near_miss_ratio"] * cnt and is_near_miss(val, v2) for v2, c2 in keep
+        )
+        if not dominated:
+            keep.append((val, cnt))
+    covered = sum(c for _, c in keep)
+    if len(keep) > opts["category_max"] or covered < opts["category_coverage"] * n_ok:
+        return None
+    return sorted(v for v, _ in keep)
+
+
+def norm_text(v: str) -> str:
+    return " ".join(v.split()).casefold()
+
+
+def is_near_miss(a: str, b: str) -> bool:
+    na, nb = norm_text(a), norm_text(b)
+    if na == nb:
+        return True
+    lim = max(1, min(len(na), len(nb)) // 4)
+    return levenshtein(na, nb, lim + 1) <= lim
+
+
+def levenshtein(a: str, b: str, cap: int = 1 << 30) -> int:
+    """Edit distance with adjacent transpositions counted as one edit (OSA); stops early at cap."""
+    if abs(len(a) - len(b)) >= cap:
+        return cap
+    if a == b:
+        return 0
+    prev2: list[int] | None = None
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cost = 0 if ca == cb else 1
+            v = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if prev2 is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                v = min(v, prev2[j - 2] + 1)
+            cur[j] = v
+        if min(cur) >= cap:
+            return cap
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def nearest_category(value: str, categories: list[str]) -> tuple[str | None, int]:
+    """Closest category to value and its distance (0 = same up to case/blanks); None if far."""
+    nv = norm_text(value)
+    best, best_d = None, 1 << 30
+    for c in categories:
+        nc = norm_text(c)
+        if nc == nv:
+            return c, 0
+        lim = max(1, min(len(nc), len(nv)) // 3)
+        d = levenshtein(nv, nc, lim + 1)
+        if d <= lim and d < best_d:
+            best, best_d = c, d
+    return best, best_d
+
+
+def profile_to_json(profile: dict[str, Any]) -> str:
+    return json.dumps(profile, sort_keys=True, allow_nan=False)
+
+
+def profile_from_json(text: str) -> dict[str, Any]:
+    prof = json.loads(text)
+    if not isinstance(prof, dict) or "columns" not in prof:
+        raise ValueError("not a column profile: missing 'columns'")
+    if prof.get("version") != PROFILE_VERSION:
+        raise ValueError(f"unsupported profile version {prof.get('version')!r}")
+    return prof
