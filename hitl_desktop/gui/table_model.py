@@ -335,7 +335,7 @@ class _Column:
             hit = pd.Series([format_value(v) for v in s]).str.contains(
                 text, case=case_sensitive, regex=False, na=False
             )
-        out = np.asarray(hit.to_numpy(dtype=bool, na_value=False), dtype=bool)
+        out = np.array(hit.to_numpy(dtype=bool, na_value=False), dtype=bool)  # writable copy
         if self.values is not None and s.dtype == object and not out.all():
             # non-string objects (dates, numbers in an object column) are searched by their display text
             nonstr = np.fromiter((type(v) is not str and v is not None for v in self.values), bool, n)
@@ -875,8 +875,8 @@ class BatchTableModel(QAbstractTableModel):
 
     def _relayout(self) -> None:
         old_perm = self._perm
-        persistent = self.persistentIndexList()
         self.layoutAboutToBeChanged.emit()
+        persistent = self.persistentIndexList()  # after the signal: listeners create theirs in the slot
         old_pos = [(p, (p.row() if old_perm is None else int(old_perm[p.row()])), p.column()) for p in persistent]
         self._perm = self._compute_perm()
         self._inv = None
