@@ -47,7 +47,7 @@ def as_str(s: pd.Series) -> pd.Series:
 
 def missing_mask(s: pd.Series) -> np.ndarray:
     """None/NaN/NaT, and blank strings in string columns."""
-    m = s.isna().to_numpy(dtype=bool)
+    m = s.isna().to_numpy(dtype=bool, copy=True)
     if is_stringlike(s) and len(s):
         st = as_str(s)
         blank = (st.str.strip() == "").to_numpy(dtype=bool, na_value=False)

@@ -1,0 +1,65 @@
+"""Top-level entry: every cell/row check except the label model."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .cells import check_column
+from .duplicates import find_duplicates, row_fingerprints
+from .parse import parse_column
+from .profile import DEFAULTS, profile_one
+from .rules import Rule, apply_rules
+from .types import Flag, normalize_infos
+
+
+def run_cell_checks(
+    df: pd.DataFrame,
+    infos: Any = None,
+    profile: dict[str, Any] | None = None,
+    rules: Iterable[Rule] = (),
+    other_fingerprints: np.ndarray | None = None,
+    duplicate_exclude: Sequence[str] = (),
+) -> list[Flag]:
+    """missing, type, out_of_range, category, duplicate and rule flags for one batch.
+
+    `profile` (from profile_columns, possibly pinned/edited) supplies ranges and categories; when
+    None it is profiled from df itself. Columns absent from the profile are profiled on the fly.
+    """
+    return run_cell_checks_ex(df, infos, profile, rules, other_fingerprints, duplicate_exclude)[0]
+
+
+def run_cell_checks_ex(
+    df: pd.DataFrame,
+    infos: Any = None,
+    profile: dict[str, Any] | None = None,
+    rules: Iterable[Rule] = (),
+    other_fingerprints: np.ndarray | None = None,
+    duplicate_exclude: Sequence[str] = (),
+) -> tuple[list[Flag], dict[str, Any], np.ndarray]:
+    """As run_cell_checks, also returning the profile used and the row fingerprints (to store)."""
+    types = normalize_infos(df, infos)
+    cols = dict((profile or {}).get("columns", {}))
+    opts = {**DEFAULTS, **((profile or {}).get("params") or {})}
+    flags: list[Flag] = []
+    parsed_all = {}
+    for name in df.columns:
+        name_s = str(name)
+        logical = types[name_s]
+        parsed = parse_column(df[name], logical)
+        parsed_all[name_s] = parsed
+        prof = cols.get(name_s)
+        if prof is None:
+            prof = profile_one(df[name], logical, parsed, opts)
+            cols[name_s] = prof
+        flags += check_column(df[name], name_s, logical, parsed, prof)
+    used = {"version": 1, "n_rows": int(len(df)), "params": opts, "columns": cols}
+    if profile is not None:
+        used = {**profile, "columns": cols}
+    fp = row_fingerprints(df, types, duplicate_exclude, parsed_all)
+    flags += find_duplicates(df, types, other_fingerprints, fp)
+    rules = list(rules)
+    if rules:
+        flags += apply_rules(df, rules, types)
+    return flags, used, fp
