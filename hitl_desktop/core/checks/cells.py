@@ -67,7 +67,7 @@ def _type_flags(rows: np.ndarray, name: str, logical: str, parsed: Parsed) -> li
             sevs.append("low")
             scores.append(0.9)
         elif r.casefold() in MISSING_TOKENS:
-            msgs.append(f"{r!r} is a missing-value marker, not {"an" if logical[0] in "aeiou" else "a"} {logical}")
+            msgs.append(f"{r!r} is a missing-value marker, not {'an' if logical[0] in 'aeiou' else 'a'} {logical}")
             sugs.append(None)
             sevs.append("medium")
             scores.append(1.0)
