@@ -22,6 +22,7 @@ import io
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,7 +234,7 @@ def _read_csv(path: str, data: bytes, options: ImportOptions) -> ReadResult:
     utf8 = _to_utf8(data, encoding, name)
     if utf8.startswith(codecs.BOM_UTF8):
         utf8 = utf8[len(codecs.BOM_UTF8):]
-    if not utf8.strip():
+    if len(utf8) < 4096 and not utf8.strip():
         raise ImportRefused(f"{name} is empty: nothing to import")
     if options.delimiter is not None:
         delimiter = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(options.delimiter, options.delimiter)
@@ -264,7 +265,8 @@ def _read_csv(path: str, data: bytes, options: ImportOptions) -> ReadResult:
 
 
 def _all_string_types(utf8: bytes, delimiter: str) -> dict[str, pa.DataType]:
-    first = utf8.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    end = utf8.find(b"\n")
+    first = (utf8 if end < 0 else utf8[:end]).decode("utf-8", errors="replace").rstrip("\r")
     names = next(csv.reader([first], delimiter=delimiter), [])
     return {n: pa.string() for n in names}
 
@@ -305,18 +307,20 @@ def _fix_names(table: pa.Table, name: str) -> tuple[pa.Table, list[str]]:
 
 def infer_types(table: pa.Table) -> tuple[list[ColumnInfo], pa.Table]:
     """Give each all-text column a logical type; cast cleanly numeric columns, keep the rest as typed."""
-    infos: list[ColumnInfo] = []
-    arrays = []
-    for name in table.column_names:
+    def one(name: str) -> tuple[ColumnInfo, pa.ChunkedArray]:
         col = table[name]
         if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
-            infos.append(ColumnInfo(name, _logical_of(col.type)))
-            arrays.append(col)
-            continue
-        info, arr = _infer_text_column(name, col)
-        infos.append(info)
-        arrays.append(arr)
-    return infos, pa.table(arrays, names=table.column_names)
+            return ColumnInfo(name, _logical_of(col.type)), col
+        return _infer_text_column(name, col)
+
+    names = table.column_names
+    if table.num_rows * len(names) > 200_000:
+        # Arrow's kernels release the GIL: type the columns in parallel.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            done = list(pool.map(one, names))
+    else:
+        done = [one(n) for n in names]
+    return [d[0] for d in done], pa.table([d[1] for d in done], names=names)
 
 
 def _infer_text_column(name: str, col: pa.ChunkedArray) -> tuple[ColumnInfo, pa.ChunkedArray]:
@@ -329,12 +333,15 @@ def _infer_text_column(name: str, col: pa.ChunkedArray) -> tuple[ColumnInfo, pa.
             cast = pc.cast(col, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
-        if logical == "integer" and pc.any(pc.match_substring_regex(col, _LEADING_ZERO_RE)).as_py():
-            return ColumnInfo(name, "text"), col
-        if logical == "float" and _mangles(col):
+        if _mangles(col):
             return ColumnInfo(name, "text"), col
         return ColumnInfo(name, logical), cast
-    # Slow path (only columns with strays): count what parses.
+    # Slow path (only columns with strays): count what parses. A column whose head and tail are mostly not
+    # numbers is text; skip the full scan.
+    sample = pa.concat_arrays([c for c in col.slice(0, 2000).chunks] + [c for c in col.slice(max(0, len(col) - 2000)).chunks])
+    sample_nn = len(sample) - sample.null_count
+    if sample_nn and (pc.sum(pc.match_substring_regex(sample, _FLOAT_RE)).as_py() or 0) < 0.5 * sample_nn:
+        return ColumnInfo(name, "text"), col
     is_int = pc.match_substring_regex(col, _INT_RE)
     is_float = pc.match_substring_regex(col, _FLOAT_RE)
     n_int = pc.sum(is_int).as_py() or 0
@@ -348,8 +355,15 @@ def _infer_text_column(name: str, col: pa.ChunkedArray) -> tuple[ColumnInfo, pa.
 
 
 def _mangles(col: pa.ChunkedArray) -> bool:
-    """Leading zeros on an integer part ('007.5') mark codes, not numbers."""
-    return bool(pc.any(pc.match_substring_regex(col, r"^\s*[+-]?0\d")).as_py())
+    """Leading zeros on an integer part ('007', '007.5') mark codes, not numbers; casting would lose them.
+
+    Cheap screen first (values starting with '0', '-0' or '+0'), the regex only on those.
+    """
+    screen = pc.or_(pc.starts_with(col, "0"), pc.or_(pc.starts_with(col, "-0"), pc.starts_with(col, "+0")))
+    suspects = pc.filter(col, screen)
+    if len(suspects) == 0:
+        return False
+    return bool(pc.any(pc.match_substring_regex(suspects, _LEADING_ZERO_RE)).as_py())
 
 
 def _logical_of(t: pa.DataType) -> str:
