@@ -140,9 +140,8 @@ def _write_arrow(path: Path, table: pa.Table, batch_size: int) -> str:
             for rb in table.to_batches(max_chunksize=batch_size):
                 writer.write_batch(rb)
     with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
         os.fsync(fh.fileno())
-    return digest
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _unlink(p: Path) -> None:
