@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
 from . import db
@@ -113,3 +113,310 @@ def verify_chain(conn: Connection) -> tuple[bool, str, int]:
         expected_id += 1
         n += 1
     return True, f"{n} audit entries chained correctly", n
+
+
+# --- whole-project verification -------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of `verify_project`. `problems` are (position in the chain, message), first problem first."""
+
+    entries: int
+    signatures: int
+    head_id: int
+    head_hash: str
+    problems: list[tuple[int, str]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        if self.ok:
+            return (f"ok: {self.entries} audit entries chained, {self.signatures} signatures valid, edits, "
+                    f"decisions, users and batches match the trail (head {self.head_id}:{self.head_hash[:16]})")
+        first = self.problems[0][1]
+        more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+        return f"TAMPERED: {first}{more}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "entries": self.entries, "signatures": self.signatures,
+                "head": {"id": self.head_id, "hash": self.head_hash},
+                "problems": [m for _, m in self.problems], "summary": self.summary()}
+
+
+_BIG = 1 << 62
+
+
+def verify_project(project: Any) -> VerifyReport:
+    """Check the chain, every signature, and that edits, overrides, batches, decisions, users, policy and sources
+    agree with the audit entries that recorded them (both ways). Read-only; one consistent snapshot."""
+    with project.read() as conn:
+        return verify_conn(conn)
+
+
+def verify_conn(conn: Connection) -> VerifyReport:
+    from . import identity
+    from .batches import batch_content_hash
+    from .sources import base_key
+
+    problems: list[tuple[int, str]] = []
+
+    def bad(pos: int | None, msg: str) -> None:
+        problems.append((_BIG if pos is None else pos, msg))
+
+    # 1. the chain
+    hashes: list[str] = [GENESIS]
+    cells: dict[int, Any] = {}
+    decisions_e: dict[int, Any] = {}
+    users_e: list[Any] = []
+    sources_e: dict[str, Any] = {}
+    prev = GENESIS
+    expected_id = 1
+    a = db.audit.c
+    for r in conn.execute(select(a.id, a.ts, a.user, a.action, a.target, a.payload, a.prev_hash, a.hash)
+                          .order_by(a.id)):
+        if r.id != expected_id:
+            bad(expected_id, f"audit entry {expected_id} is missing (next present is {r.id})")
+            hashes.extend([""] * max(0, r.id - expected_id))
+            expected_id = r.id
+        if r.prev_hash != prev:
+            bad(r.id, f"audit entry {r.id} ({r.action}) does not link to its predecessor (chain broken)")
+        if entry_hash(r.id, r.ts, r.user, r.action, r.target, r.payload, r.prev_hash) != r.hash:
+            bad(r.id, f"audit entry {r.id} ({r.action} by {r.user}) was altered: its hash does not match its content")
+        prev = r.hash
+        hashes.append(r.hash)
+        expected_id += 1
+        act = r.action
+        if act.startswith("cell."):
+            cells[r.id] = r
+        elif act.startswith("batch.") or act.startswith("model."):
+            decisions_e[r.id] = r
+        elif act in ("project.init", "policy.set") or act.startswith("user."):
+            users_e.append(r)
+        elif act == "source.import":
+            sources_e[r.target] = r
+    n_entries = expected_id - 1
+    head_id, head_hash = n_entries, hashes[-1] if n_entries else GENESIS
+
+    def hash_of(i: int) -> str | None:
+        return hashes[i] if 0 < i < len(hashes) else None
+
+    def payload(r: Any) -> dict[str, Any]:
+        try:
+            return json.loads(r.payload)
+        except ValueError:
+            bad(r.id, f"audit entry {r.id} has an unreadable payload")
+            return {}
+
+    # 2. edits <-> cell.* entries, and the overrides they imply
+    expected_ov: dict[tuple[int, int, str], tuple[str | None, str | None, int]] = {}
+    e = db.edits.c
+    for row in conn.execute(select(db.edits).order_by(e.id)):
+        entry = cells.pop(row.audit_id, None) if row.audit_id is not None else None
+        if entry is None:
+            bad(row.audit_id, f"edit {row.id} (batch {row.batch_id} row {row.row_id} '{row.column}') has no audit "
+                              f"entry: it was inserted or re-pointed by hand")
+            continue
+        p = payload(entry)
+        want = {"batch": row.batch_id, "row": row.row_id, "column": row.column, "old": row.old_value,
+                "new": row.new_value, "kind": row.kind, "reason": row.reason, "undoes": row.undoes}
+        diff = [k for k, v in want.items() if p.get(k) != v]
+        if entry.user != row.user:
+            diff.append("user")
+        if entry.ts != row.ts:
+            diff.append("ts")
+        if entry.action != f"cell.{row.kind}":
+            diff.append("action")
+        if diff:
+            bad(entry.id, f"edit {row.id} does not match audit entry {entry.id} ({', '.join(diff)} changed: "
+                          f"e.g. {diff[0]} is {want.get(diff[0], getattr(row, diff[0], None))!r} in edits, "
+                          f"{p.get(diff[0], getattr(entry, diff[0], None))!r} in the trail)")
+        expected_ov[(p.get("batch"), p.get("row"), p.get("column"))] = (p.get("new"), p.get("original"), row.id)
+    for aid, entry in cells.items():
+        bad(aid, f"audit entry {aid} ({entry.action} by {entry.user}) has no row in edits: the edit was deleted")
+
+    ov_by_batch: dict[int, list[tuple[int, str, str | None]]] = {}
+    want_ov = {k: (new, eid) for k, (new, orig, eid) in expected_ov.items() if new != orig}
+    for k, (new, _eid) in want_ov.items():
+        ov_by_batch.setdefault(k[0], []).append((k[1], k[2], new))
+    o = db.overrides.c
+    seen = set()
+    for row in conn.execute(select(o.batch_id, o.row_id, o.column, o.value, o.edit_id)):
+        k = (row.batch_id, row.row_id, row.column)
+        seen.add(k)
+        w = want_ov.get(k)
+        if w is None:
+            bad(None, f"batch {k[0]} row {k[1]} '{k[2]}' holds {row.value!r}, but no recorded edit changed it "
+                      f"(overrides altered by hand)")
+        elif w[0] != row.value:
+            bad(None, f"batch {k[0]} row {k[1]} '{k[2]}' holds {row.value!r}, but the recorded edits give "
+                      f"{w[0]!r} (value altered by hand)")
+    for k in want_ov.keys() - seen:
+        bad(None, f"batch {k[0]} row {k[1]} '{k[2]}' lost its edited value {want_ov[k][0]!r} (overrides altered "
+                  f"by hand)")
+
+    # 3. decisions <-> batch.* / model.* entries, and signatures
+    project_id = conn.execute(select(db.meta.c.value).where(db.meta.c.key == "project_id")).scalar() or ""
+    history = identity.key_history(conn)
+    n_sigs = 0
+    last_decision: dict[int, str] = {}
+    for d in conn.execute(select(db.decisions).order_by(db.decisions.c.id)):
+        entry = decisions_e.pop(d.audit_id, None) if d.audit_id is not None else None
+        if entry is None:
+            bad(d.audit_id, f"decision {d.id} ({d.action} by {d.user}) has no audit entry: inserted or re-pointed "
+                            f"by hand")
+            continue
+        p = payload(entry)
+        want = {"action": d.action, "meaning": d.meaning, "content_hash": d.content_hash, "comment": d.comment,
+                "full_name": d.full_name, "signature": d.signature}
+        if d.batch_id is not None:
+            want["batch"] = d.batch_id
+            last_decision[d.batch_id] = d.action
+        if d.model_id is not None:
+            want["model"] = d.model_id
+        diff = [k for k, v in want.items() if p.get(k) != v]
+        if entry.user != d.user:
+            diff.insert(0, "user")
+        if entry.ts != d.ts:
+            diff.append("ts")
+        if diff:
+            k = diff[0]
+            rec = getattr(d, k, None) if k in ("user", "ts") else want[k]
+            trail = getattr(entry, k) if k in ("user", "ts") else p.get(k)
+            bad(entry.id, f"decision {d.id} does not match audit entry {entry.id} ({', '.join(diff)} changed: "
+                          f"{k} is {rec!r} in decisions, {trail!r} in the trail)")
+        if d.action in identity.SIGNED_ACTIONS or d.signature:
+            why = identity.check_signed_decision(d, project_id, history, hash_of)
+            subject = f"batch {d.batch_id}" if d.batch_id is not None else f"model {d.model_id}"
+            if why:
+                bad(entry.id, f"signature of decision {d.id} ({d.action} of {subject} by {d.user}, audit entry "
+                              f"{entry.id}) {why}")
+            else:
+                n_sigs += 1
+    for aid, entry in decisions_e.items():
+        if entry.action.startswith("batch."):
+            bad(aid, f"audit entry {aid} ({entry.action} by {entry.user}) has no row in decisions: the decision "
+                     f"was deleted")
+
+    # 4. batches: originals key, content hash, status
+    srcs = {r.id: r for r in conn.execute(select(db.sources))}
+    for b in conn.execute(select(db.batches).order_by(db.batches.c.id)):
+        s = srcs.get(b.source_id)
+        if s is not None and base_key(s.sha256, s.options_key, b.start_row, b.n_rows) != b.base_key:
+            bad(None, f"batch {b.id} no longer points at its imported originals (base key altered)")
+        h = batch_content_hash(b.base_key, ov_by_batch.get(b.id, []))
+        if h != b.content_hash:
+            bad(None, f"batch {b.id}'s content hash does not match its recorded edits (altered by hand)")
+        want_action = {"approved": "approve", "rejected": "reject"}.get(b.status)
+        if want_action and last_decision.get(b.id) != want_action:
+            bad(None, f"batch {b.id} is {b.status} but its last recorded decision is "
+                      f"{last_decision.get(b.id) or 'none'} (status altered by hand)")
+
+    # 5. sources <-> source.import entries
+    for s in srcs.values():
+        entry = sources_e.pop(f"source:{s.id}", None)
+        if entry is None:
+            bad(None, f"source {s.id} ({s.file_name}) has no import entry in the trail (inserted by hand)")
+            continue
+        p = payload(entry)
+        if (p.get("sha256"), p.get("data_sha256"), p.get("rows"), entry.user, entry.ts) != (
+                s.sha256, s.data_sha256, s.row_count, s.imported_by, s.imported_at):
+            bad(entry.id, f"source {s.id} does not match its import entry {entry.id} (altered by hand)")
+    for target, entry in sources_e.items():
+        bad(entry.id, f"audit entry {entry.id} (source.import) has no row in sources: {target} was deleted")
+
+    # 6. users and policy <-> user.* / project.init / policy.set entries
+    state: dict[str, dict[str, Any]] = {}
+    four_eyes = "on"
+    for entry in users_e:
+        p = payload(entry)
+        if entry.action == "project.init":
+            state[p.get("admin")] = {"full_name": p.get("full_name", p.get("admin")), "role": "admin",
+                                     "disabled": False, "public_key": None}
+        elif entry.action == "user.add":
+            state[p.get("user")] = {"full_name": p.get("full_name"), "role": p.get("role"), "disabled": False,
+                                    "public_key": p.get("public_key")}
+        elif entry.action in ("user.disable", "user.enable") and p.get("user") in state:
+            state[p["user"]]["disabled"] = entry.action == "user.disable"
+        elif entry.action == "user.password" and p.get("user") in state:
+            state[p["user"]]["public_key"] = p.get("public_key")
+        elif entry.action == "user.role" and p.get("user") in state:
+            state[p["user"]]["role"] = p.get("new")
+        elif entry.action == "policy.set" and p.get("policy") == "four_eyes":
+            four_eyes = p.get("new")
+    for u in conn.execute(select(db.users).order_by(db.users.c.id)):
+        want = state.pop(u.name, None)
+        if want is None:
+            bad(None, f"user '{u.name}' was never added through the trail (inserted by hand)")
+            continue
+        have = {"full_name": u.full_name, "role": u.role, "disabled": bool(u.disabled), "public_key": u.public_key}
+        diff = [k for k in have if have[k] != want[k]]
+        if diff:
+            bad(None, f"user '{u.name}' does not match the trail ({', '.join(diff)} altered by hand)")
+    for name in state:
+        bad(None, f"user '{name}' is in the trail but missing from the users table (deleted by hand)")
+    meta_fe = conn.execute(select(db.meta.c.value).where(db.meta.c.key == "policy.four_eyes")).scalar() or "on"
+    if meta_fe != four_eyes:
+        bad(None, f"policy four_eyes is '{meta_fe}' but the trail last set it to '{four_eyes}' (altered by hand)")
+
+    problems.sort(key=lambda t: t[0])
+    return VerifyReport(n_entries, n_sigs, head_id, head_hash, problems)
+
+
+# --- approval validity (for training and the window) -----------------------------------------------------------
+
+
+def approval_check(conn: Connection, batch: Any, _history: dict | None = None) -> tuple[str, str]:
+    """('valid'|'invalid'|'none', reason) for a batch id or BatchInfo.
+
+    valid: the batch is approved, by a signed decision whose signature verifies, and its data (content hash,
+    recomputed from the current overrides) is exactly what was approved. invalid: it claims to be approved but one
+    of those fails (e.g. data changed after approval). none: it is not approved.
+    """
+    from . import identity
+    from .batches import batch_content_hash, current_overrides
+
+    batch_id = batch if isinstance(batch, int) else batch.id
+    b = conn.execute(select(db.batches).where(db.batches.c.id == batch_id)).first()
+    if b is None:
+        return "none", f"no batch {batch_id}"
+    dc = db.decisions.c
+    d = conn.execute(select(db.decisions).where(and_(dc.batch_id == batch_id,
+                                                     dc.action.in_(("approve", "reject", "reopen"))))
+                     .order_by(dc.id.desc()).limit(1)).first()
+    if d is None or d.action != "approve":
+        if b.status == "approved":
+            return "invalid", f"batch {batch_id} is marked approved but has no approval on record"
+        return "none", f"batch {batch_id} is {b.status}"
+    if b.status != "approved":
+        return "invalid", f"batch {batch_id} was approved but is now {b.status}"
+    current = batch_content_hash(b.base_key, current_overrides(conn, batch_id))
+    if current != b.content_hash or current != d.content_hash:
+        return "invalid", f"batch {batch_id}'s data changed after it was approved"
+    project_id = conn.execute(select(db.meta.c.value).where(db.meta.c.key == "project_id")).scalar() or ""
+    history = _history if _history is not None else identity.key_history(conn)
+
+    def hash_of(i: int) -> str | None:
+        return conn.execute(select(db.audit.c.hash).where(db.audit.c.id == i)).scalar()
+
+    why = identity.check_signed_decision(d, project_id, history, hash_of)
+    if why:
+        return "invalid", f"the approval of batch {batch_id} {why}"
+    return "valid", f"approved by {d.full_name} at {d.ts}"
+
+
+def approval_state(conn: Connection, batch: Any) -> str:
+    """'valid', 'invalid' or 'none' (see `approval_check`)."""
+    return approval_check(conn, batch)[0]
+
+
+def approval_states(conn: Connection, batch_ids: list[int] | None = None) -> dict[int, tuple[str, str]]:
+    """`approval_check` for many batches (all if None), reading the key history once."""
+    from . import identity
+
+    history = identity.key_history(conn)
+    if batch_ids is None:
+        batch_ids = list(conn.execute(select(db.batches.c.id).order_by(db.batches.c.id)).scalars())
+    return {bid: approval_check(conn, bid, history) for bid in batch_ids}

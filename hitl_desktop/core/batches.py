@@ -19,8 +19,8 @@ import pyarrow as pa
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Connection
 
-from . import audit, db
-from .errors import EditRefused, HitlError, NotFound, TransitionRefused
+from . import audit, db, identity
+from .errors import EditRefused, HitlError, NotFound, PermissionRefused, TransitionRefused
 from .ingest import ColumnInfo
 from .project import Project
 from .sources import SourceInfo, get_source
@@ -265,14 +265,22 @@ def decide(project: Project, batch_id: int, action: str, user: str, comment: str
            signer: Any = None) -> Decision:
     """Claim, approve, reject or reopen a batch: one transaction with its decision record and audit entry.
 
-    `signer`, when given, is called as signer(conn, payload: dict) -> (full_name, signed_payload, signature) inside
-    the transaction (electronic signatures). Without it the decision is recorded unsigned.
+    `signer` is called as signer(conn, payload: dict) -> (full_name, signed_payload, signature) inside the
+    transaction. Approve, reject and reopen are electronic signatures and need one (`identity.signer`); a claim is
+    recorded unsigned. The user's role and the four-eyes policy are checked first (refusals are recorded).
     """
     if action == "reject" and not (comment and comment.strip()):
         raise TransitionRefused("a rejection needs a comment saying what is wrong: pass --comment TEXT")
+    if action in identity.SIGNED_ACTIONS and signer is None:
+        raise PermissionRefused(f"to {action} is an electronic signature: it needs the signer's password "
+                                f"(pass signer=identity.signer(project, user, password))")
+    identity.authorize(project, user, action, batch_id)
     with project.write() as conn:
         batch = get_batch(conn, batch_id)
         target = check_transition(batch, action)
+        refused = identity.check(conn, user, action, batch_id)  # changed since the check above?
+        if refused:
+            raise PermissionRefused(refused + "; nothing was changed")
         now = utc_now()
         meaning = MEANINGS[action] + (f": {comment}" if action == "reject" else "")
         payload = {
@@ -362,6 +370,7 @@ def set_cell(project: Project, batch_id: int, row_id: int, column: str, value: s
              extra_audit: dict[str, Any] | None = None, conn: Connection | None = None) -> EditResult:
     """Set one cell (validated against its column type). One transaction: edit log, override, hash, audit."""
     if conn is None:
+        identity.authorize(project, user, "edit", batch_id)
         with project.write() as c:
             return set_cell(project, batch_id, row_id, column, value, user, reason, kind, undoes, extra_audit, c)
     batch = get_batch(conn, batch_id)
@@ -402,6 +411,7 @@ def set_cell(project: Project, batch_id: int, row_id: int, column: str, value: s
 
 def revert_cell(project: Project, batch_id: int, row_id: int, column: str, user: str,
                 reason: str | None = None) -> EditResult:
+    identity.authorize(project, user, "edit", batch_id)
     with project.write() as conn:
         batch = get_batch(conn, batch_id)
         _editable(batch)
@@ -420,6 +430,7 @@ def revert_cell(project: Project, batch_id: int, row_id: int, column: str, user:
 
 def undo_last(project: Project, batch_id: int, user: str, edit_id: int | None = None) -> EditResult:
     """Undo the newest edit of the batch not yet undone (or a given one, which must be the cell's latest change)."""
+    identity.authorize(project, user, "edit", batch_id)
     with project.write() as conn:
         batch = get_batch(conn, batch_id)
         _editable(batch)

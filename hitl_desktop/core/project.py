@@ -81,8 +81,13 @@ class Project:
 
     @classmethod
     def init(cls, path: str | os.PathLike, user: str | None = None, full_name: str | None = None,
-             name: str | None = None) -> "Project":
-        """Create a new project folder. The creator becomes its admin."""
+             name: str | None = None, password: str | None = None) -> "Project":
+        """Create a new project folder. The creator becomes its admin.
+
+        `password` sets the admin's password and signing key (the CLI always passes one). None means "set later"
+        with `identity.set_password` (convenient for tests that never sign).
+        """
+        from . import identity
         p = Path(path).expanduser().absolute()
         if (p / db.DB_FILE).exists():
             raise HitlError(f"{p} is already a hitl project")
@@ -91,6 +96,7 @@ class Project:
         if p.exists() and any(p.iterdir()):
             raise HitlError(f"{p} is not empty: choose a new or empty folder for the project")
         user = user or os_user()
+        creds = identity.credential_columns(user, password) if password is not None else {}
         created_dir = not p.exists()
         try:
             p.mkdir(parents=True, exist_ok=True)
@@ -112,11 +118,15 @@ class Project:
                 conn.execute(
                     db.users.insert().values(
                         name=user, full_name=full_name or user, role="admin", disabled=False, failed_logins=0,
-                        created_at=now, created_by=user,
+                        created_at=now, created_by=user, **creds,
                     )
                 )
                 audit.append(conn, user, "project.init", f"project:{project_id}",
-                             {"name": name or p.name, "admin": user, "schema": SCHEMA_HEAD}, ts=now)
+                             {"name": name or p.name, "admin": user, "full_name": full_name or user,
+                              "schema": SCHEMA_HEAD}, ts=now)
+                if creds:
+                    audit.append(conn, user, "user.password", f"user:{user}",
+                                 {"user": user, "public_key": creds["public_key"], "new_key": True}, ts=now)
         except (OSError, DatabaseError) as exc:
             _remove_partial_project(p, created_dir)
             if isinstance(exc, DatabaseError):
