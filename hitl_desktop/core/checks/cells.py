@@ -112,6 +112,8 @@ def _range_flags(
         score = 0.5 + 0.5 * excess / (1.0 + excess)
     score = np.where(sv, 0.95, score)
     lo_s, hi_s = fmt_number(lo, integer), fmt_number(hi, integer)
+    q_lo = float(q01) if q01 is not None else lo  # a rescaled value must land in the bulk
+    q_hi = float(q99) if q99 is not None else hi
     msgs, sugs = [], []
     for val, is_sent, is_up in zip(v.tolist(), sv.tolist(), up.tolist()):
         vs = fmt_number(val, integer)
@@ -122,7 +124,7 @@ def _range_flags(
             msg = f"{vs} is above the expected range [{lo_s}, {hi_s}]"
             for factor in (1000.0, 100.0):
                 cand = val / factor
-                if lo <= cand <= hi:
+                if q_lo <= cand <= q_hi and (not integer or float(cand).is_integer()):
                     sug = fmt_number(cand, integer)
                     msg += f" (looks scaled x{int(factor)})"
                     break

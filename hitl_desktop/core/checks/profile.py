@@ -71,19 +71,13 @@ def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> 
     if sent.any() and sent.mean() < 0.05:
         x = x[~sent]
     q = np.quantile(x, _Q)
+    lo, hi, c = _fences(x, q, float(opts["k"]))
+    if q[2] == q[4]:  # half the column or more is one value (zero-inflated): widen by the rest
+        rest = x[x != q[3]]
+        if len(rest) >= 3:
+            lo2, hi2, _ = _fences(rest, np.quantile(rest, _Q), float(opts["k"]))
+            lo, hi = min(lo, lo2), max(hi, hi2)
     q01, q10, q25, q50, q75, q90, q99 = (float(v) for v in q)
-    nz = np.abs(x[x != 0])
-    c = float(np.median(nz)) if len(nz) else 1.0
-    y = np.arcsinh(q / c)
-    y01, y10, y25, y50, y75, y90, y99 = (float(v) for v in y)
-    s_up = (y90 - y50) / 1.2816
-    s_dn = (y50 - y10) / 1.2816
-    s_tail = (y99 - y01) / 4.653
-    floor = max(0.25 * max(s_up, s_dn), 0.1 * s_tail, 1e-9 * max(1.0, abs(y50)))
-    s_up, s_dn = max(s_up, floor), max(s_dn, floor)
-    k = float(opts["k"])
-    hi = c * math.sinh(y50 + k * s_up)
-    lo = c * math.sinh(y50 - k * s_dn)
     nonneg = float(np.quantile(x, opts["nonneg_quantile"])) >= 0
     if nonneg:
         lo = max(lo, 0.0)
@@ -93,6 +87,23 @@ def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> 
         "median": q50, "q01": q01, "q25": q25, "q75": q75, "q99": q99,
         "min": float(x.min()), "max": float(x.max()), "scale": c,
     }
+
+
+def _fences(x: np.ndarray, q: np.ndarray, k: float) -> tuple[float, float, float]:
+    """Asymmetric robust fences: quantile spreads measured on asinh(x / c), c = median |x| (x != 0).
+
+    asinh is linear near 0 and logarithmic far out, so skewed positive columns get fences on a
+    log-like scale (heavy right tails are not flagged) while x1000 slips stay far beyond them.
+    """
+    nz = np.abs(x[x != 0])
+    c = float(np.median(nz)) if len(nz) else 1.0
+    y01, y10, y25, y50, y75, y90, y99 = (float(v) for v in np.arcsinh(q / c))
+    s_up = (y90 - y50) / 1.2816
+    s_dn = (y50 - y10) / 1.2816
+    s_tail = (y99 - y01) / 4.653
+    floor = max(0.25 * max(s_up, s_dn), 0.1 * s_tail, 1e-9 * max(1.0, abs(y50)))
+    s_up, s_dn = max(s_up, floor), max(s_dn, floor)
+    return c * math.sinh(y50 - k * s_dn), c * math.sinh(y50 + k * s_up), c
 
 
 def _clean(v: float) -> float | None:

@@ -1,0 +1,75 @@
+"""Speed of the checks.
+
+1. All checks except the label model (profiling + missing/type/range/category/duplicate) over
+   N rows x 20 columns (default 1,000,000), against pandas.read_csv of the same data in the same
+   run. Target: ratio <= 4.
+2. The label model (find_label_issues, including profiling and feature cleaning) over M rows
+   (default 200,000), against a bare cross_val_predict(method='predict_proba') with the same
+   estimator on a plainly prepared matrix. Target: ratio <= 1.2.
+
+Usage: python bench/bench_checks_speed.py [--rows 1000000] [--label-rows 200000] [--repeat 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from datagen import make_frame, write_csv  # noqa: E402
+
+from hitl_desktop.core.checks import default_label_model, find_label_issues, run_cell_checks_ex  # noqa: E402
+
+
+def infos_of(df: pd.DataFrame) -> dict[str, str]:
+    return {c: ("float" if c.startswith("f") else "integer" if c.startswith("i") else "text") for c in df.columns}
+
+
+def best_of(fn, repeat: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--label-rows", type=int, default=200_000)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "data.csv")
+        write_csv(path, args.rows, seed=0)
+        t_read, df = best_of(lambda: pd.read_csv(path), args.repeat)
+    infos = infos_of(df)
+    t_checks, (flags, _, _) = best_of(lambda: run_cell_checks_ex(df, infos, None), args.repeat)
+    print(f"cell checks  {args.rows:,} rows x {df.shape[1]} cols: {t_checks:.2f} s "
+          f"(read_csv {t_read:.2f} s) ratio {t_checks / t_read:.2f}  [target <= 4]  flags={len(flags)}")
+
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    lf = make_frame(args.label_rows, seed=1)
+    li = infos_of(lf)
+    feats = [c for c in lf.columns if c != "label"]
+    X = pd.get_dummies(lf[feats], dtype=float).to_numpy(dtype=float)
+    y = lf["label"].to_numpy()
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    t_bare, _ = best_of(lambda: cross_val_predict(default_label_model(), X, y, cv=folds,
+                                                  method="predict_proba"), args.repeat)
+    t_ours, (lflags, reason) = best_of(lambda: find_label_issues(lf, li, "label"), args.repeat)
+    print(f"label model  {args.label_rows:,} rows: {t_ours:.2f} s (bare cross_val_predict {t_bare:.2f} s) "
+          f"ratio {t_ours / t_bare:.2f}  [target <= 1.2]  flags={len(lflags)} reason={reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
