@@ -425,3 +425,17 @@ def test_million_rows_construct_and_paint(qapp):
     m.sort(2, Qt.SortOrder.DescendingOrder)
     assert m.data(m.index(0, 2), DISPLAY) == "b" and m.data(m.index(n - 1, 2), DISPLAY) == ""
     assert m.find("a") is not None
+
+
+def test_many_signal_emits_keep_the_interpreter_alive(qapp):
+    """PySide6 6.12 on CPython 3.11 drops a reference to True on every Python emit(); the model compensates.
+
+    Without the workaround, a few hundred update_cell() calls abort the process ("bool_dealloc").
+    """
+    import sys
+
+    m = BatchTableModel(small_frame())
+    before = sys.getrefcount(True)
+    for i in range(2000):
+        m.update_cell(100 + i % 6, "x", float(i))
+    assert sys.getrefcount(True) >= before - 50

@@ -16,12 +16,15 @@ the frame; a *view row* is the row number the view sees after sorting/filtering.
 """
 from __future__ import annotations
 
+import ctypes
+import sys
+
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication, QPalette
 
 __all__ = ["BatchTableModel", "Flag", "SEVERITIES", "format_value", "group_flags", "severity_colors"]
@@ -39,9 +42,14 @@ _ALIGN = int(Qt.ItemDataRole.TextAlignmentRole)
 _BACKGROUND = int(Qt.ItemDataRole.BackgroundRole)
 _HANDLED_ROLES = frozenset((_DISPLAY, _EDIT, _TOOLTIP, _FONT, _ALIGN, _BACKGROUND))
 _DECO_ROLES = [_BACKGROUND, _TOOLTIP, _FONT]
+_STATE_ROLES = frozenset((_EDIT, _TOOLTIP, _FONT, _BACKGROUND))
 
 _ALIGN_NUMBER = int((Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter).value)
 _ALIGN_TEXT = int((Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter).value)
+
+_NO_FLAGS = Qt.ItemFlag.NoItemFlags
+_READONLY_FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+_EDITABLE_FLAGS = _READONLY_FLAGS | Qt.ItemFlag.ItemIsEditable
 
 _HORIZONTAL = Qt.Orientation.Horizontal
 _VERTICAL = Qt.Orientation.Vertical
@@ -84,6 +92,43 @@ def _as_flag(f: Any) -> Flag:
         getattr(f, "message", str(f)),
         getattr(f, "suggestion", None),
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PySide6 6.12 workaround
+# --------------------------------------------------------------------------------------------------------------
+# On CPython < 3.12, PySide6 6.12.0's ``SignalInstance.emit()`` returns True/False without taking a reference, so
+# every Python-side emit drops one reference to ``True``; after a few hundred emits the interpreter aborts with
+# "Fatal Python error: bool_dealloc". (CPython >= 3.12 makes True/False immortal, which hides the bug.) We probe
+# for the defect once and give the reference back after each emit. Should the binding be fixed, the probe finds
+# nothing and ``_emit`` is a plain emit.
+class _Probe(QObject):
+    sig = Signal()
+
+
+_incref = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_IncRef", ctypes.pythonapi))
+
+
+def _emit_steals_result() -> bool:
+    if sys.version_info >= (3, 12):
+        return False
+    probe = _Probe()
+    before = sys.getrefcount(True)
+    r = probe.sig.emit()  # a correct binding hands us a new reference: the count goes up by one
+    steals = r is True and sys.getrefcount(True) == before
+    if steals:
+        _incref(r)  # give back the reference the probe itself took
+    del r
+    return steals
+
+
+_EMIT_STEALS = _emit_steals_result()
+
+
+def _emit(signal, *args) -> None:
+    r = signal.emit(*args)
+    if _EMIT_STEALS:
+        _incref(r)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -273,8 +318,14 @@ class _Column:
             return fmt
         a = self.values
         if kind == _K_FLOAT:
-            def fmt(pos: int, a=a, f=_fmt_float) -> str:
-                return f(a[pos])
+            def fmt(pos: int, a=a) -> str:  # _fmt_float inlined: this runs for every painted float cell
+                v = a.item(pos)
+                if v != v:
+                    return ""
+                s = "%.10g" % v
+                if "e" in s and v.is_integer() and -1e16 < v < 1e16:
+                    return "%d" % v
+                return s
         elif kind == _K_INT:
             def fmt(pos: int, a=a) -> str:
                 return str(a.item(pos))
@@ -436,6 +487,7 @@ class BatchTableModel(QAbstractTableModel):
     ):
         super().__init__(parent)
         self._editable = editable
+        self._item_flags = _EDITABLE_FLAGS if editable else _READONLY_FLAGS
         self._column_types: dict[str, str] = dict(column_types or {})
         self._colors = severity_colors()
         self._load(frame, original, flags, row_labels)
@@ -491,7 +543,7 @@ class BatchTableModel(QAbstractTableModel):
             self._column_types = dict(column_types)
         self._load(frame, original, flags, row_labels)
         self.endResetModel()
-        self.viewRowsChanged.emit(self._rows, self._n)
+        _emit(self.viewRowsChanged, self._rows, self._n)
 
     def _set_row_labels(self, row_labels) -> None:
         if row_labels is None:
@@ -506,12 +558,12 @@ class BatchTableModel(QAbstractTableModel):
         """Vertical header labels, one per frame row in frame order (None: the row ids)."""
         self._set_row_labels(row_labels)
         if self._rows:
-            self.headerDataChanged.emit(_VERTICAL, 0, self._rows - 1)
+            _emit(self.headerDataChanged, _VERTICAL, 0, self._rows - 1)
 
     def set_column_types(self, column_types: Mapping[str, str]) -> None:
         self._column_types = dict(column_types)
         if self._cols:
-            self.headerDataChanged.emit(_HORIZONTAL, 0, len(self._cols) - 1)
+            _emit(self.headerDataChanged, _HORIZONTAL, 0, len(self._cols) - 1)
 
     def _diff(self, frame: pd.DataFrame, original: pd.DataFrame) -> dict[int, dict[int, Any]]:
         if not original.index.equals(frame.index) or list(original.columns) != list(frame.columns):
@@ -617,8 +669,8 @@ class BatchTableModel(QAbstractTableModel):
             if self._flagged_only:
                 self._relayout()
             if self._rows and self._cols:
-                self.dataChanged.emit(self.index(0, 0), self.index(self._rows - 1, len(self._cols) - 1), _DECO_ROLES)
-                self.headerDataChanged.emit(_VERTICAL, 0, self._rows - 1)
+                _emit(self.dataChanged, self.index(0, 0), self.index(self._rows - 1, len(self._cols) - 1), _DECO_ROLES)
+                _emit(self.headerDataChanged, _VERTICAL, 0, self._rows - 1)
             return
         only = set(self._positions_of(list(row_ids)).tolist())
         for pos in only:
@@ -629,8 +681,8 @@ class BatchTableModel(QAbstractTableModel):
             self._rebuild_deco(pos)
             vr = self._view_row_of_pos(pos)
             if vr >= 0 and self._cols:
-                self.dataChanged.emit(self.index(vr, 0), self.index(vr, len(self._cols) - 1), _DECO_ROLES)
-                self.headerDataChanged.emit(_VERTICAL, vr, vr)
+                _emit(self.dataChanged, self.index(vr, 0), self.index(vr, len(self._cols) - 1), _DECO_ROLES)
+                _emit(self.headerDataChanged, _VERTICAL, vr, vr)
 
     def update_cell(self, row_id: int, column: str, new_value: Any, original_value: Any = _NOT_GIVEN) -> None:
         """Show ``new_value`` in one cell (after the core applied an edit) and repaint just that cell.
@@ -663,8 +715,8 @@ class BatchTableModel(QAbstractTableModel):
         vr = self._view_row_of_pos(pos)
         if vr >= 0:
             idx = self.index(vr, c)
-            self.dataChanged.emit(idx, idx)
-            self.headerDataChanged.emit(_VERTICAL, vr, vr)
+            _emit(self.dataChanged, idx, idx)
+            _emit(self.headerDataChanged, _VERTICAL, vr, vr)
 
     def set_palette(self, palette: QPalette) -> None:
         """Recompute the severity colours for a new palette (the view calls this on palette changes)."""
@@ -675,8 +727,8 @@ class BatchTableModel(QAbstractTableModel):
         for pos in list(self._deco) + list(self._head):
             self._rebuild_deco(pos)
         if self._rows and self._cols:
-            self.dataChanged.emit(self.index(0, 0), self.index(self._rows - 1, len(self._cols) - 1), [_BACKGROUND])
-            self.headerDataChanged.emit(_VERTICAL, 0, self._rows - 1)
+            _emit(self.dataChanged, self.index(0, 0), self.index(self._rows - 1, len(self._cols) - 1), [_BACKGROUND])
+            _emit(self.headerDataChanged, _VERTICAL, 0, self._rows - 1)
 
     # ------------------------------------------------------------------------------------- state queries
     def is_edited(self, row_id: int, column: str) -> bool:
@@ -712,21 +764,28 @@ class BatchTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self._cols)
 
     def data(self, index, role=_DISPLAY):
-        if role not in _HANDLED_ROLES:
+        # Hot path: ~7 calls per painted cell. Cheapest checks first, no work for roles we do not answer.
+        # (Overriding multiData() to answer all roles at once would be faster, but QModelRoleData.setData()
+        # corrupts None's refcount in PySide6 6.12 and crashes the interpreter.)
+        if role == _DISPLAY:
+            r = index.row()
+            perm = self._perm
+            return self._fmts[index.column()](r if perm is None else perm.item(r))
+        if role == _ALIGN:
+            return self._aligns[index.column()]
+        if role not in _STATE_ROLES:
+            return None
+        if role == _EDIT:
+            return _edit_text(self._cols[index.column()].value(self._pos(index.row())))
+        deco = self._deco
+        if not deco:
             return None
         r = index.row()
         perm = self._perm
-        pos = r if perm is None else perm.item(r)
-        if role == _DISPLAY:
-            return self._fmts[index.column()](pos)
-        if role == _ALIGN:
-            return self._aligns[index.column()]
-        if role == _EDIT:
-            return _edit_text(self._cols[index.column()].value(pos))
-        deco = self._deco.get(pos)
-        if deco is None:
+        cells = deco.get(r if perm is None else perm.item(r))
+        if cells is None:
             return None
-        cell = deco.get(index.column())
+        cell = cells.get(index.column())
         if cell is None:
             return None
         if role == _BACKGROUND:
@@ -764,10 +823,8 @@ class BatchTableModel(QAbstractTableModel):
         return None
 
     def flags(self, index):
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        f = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
-        return f | Qt.ItemFlag.ItemIsEditable if self._editable else f
+        # Called once per painted cell: return a prebuilt value (building it with enum '|' costs ~3 us).
+        return self._item_flags if index.isValid() else _NO_FLAGS
 
     def setData(self, index, value, role=_EDIT) -> bool:
         """Emit :attr:`editRequested` for a committed edit; never changes the data (returns False)."""
@@ -778,7 +835,7 @@ class BatchTableModel(QAbstractTableModel):
         text = "" if value is None else str(value)
         if text == _edit_text(self._cols[c].value(pos)):
             return False  # nothing changed: do not create a no-op edit
-        self.editRequested.emit(int(self._ids[pos]), self._names[c], text)
+        _emit(self.editRequested, int(self._ids[pos]), self._names[c], text)
         return False
 
     # ------------------------------------------------------------------------------------------ row mapping
@@ -875,7 +932,7 @@ class BatchTableModel(QAbstractTableModel):
 
     def _relayout(self) -> None:
         old_perm = self._perm
-        self.layoutAboutToBeChanged.emit()
+        _emit(self.layoutAboutToBeChanged)
         persistent = self.persistentIndexList()  # after the signal: listeners create theirs in the slot
         old_pos = [(p, (p.row() if old_perm is None else int(old_perm[p.row()])), p.column()) for p in persistent]
         self._perm = self._compute_perm()
@@ -889,8 +946,8 @@ class BatchTableModel(QAbstractTableModel):
                 frm.append(p)
                 to.append(self.index(vr, c) if vr >= 0 else QModelIndex())
             self.changePersistentIndexList(frm, to)
-        self.layoutChanged.emit()
-        self.viewRowsChanged.emit(self._rows, self._n)
+        _emit(self.layoutChanged)
+        _emit(self.viewRowsChanged, self._rows, self._n)
 
     # -------------------------------------------------------------------------------------------------- find
     def find(
