@@ -439,3 +439,23 @@ def test_many_signal_emits_keep_the_interpreter_alive(qapp):
     for i in range(2000):
         m.update_cell(100 + i % 6, "x", float(i))
     assert sys.getrefcount(True) >= before - 50
+
+
+def test_update_cell_fraction_into_int_column_keeps_numbers(model):
+    model.update_cell(102, "n", 2.5)
+    model.update_cell(103, "n", 7.0)
+    assert column(model, "n") == ["1", "", "2.5", "7", "5", "2"]
+    model.sort(model.column_index("n"), Qt.SortOrder.AscendingOrder)
+    assert column(model, "n") == ["1", "2", "2.5", "5", "7", ""]
+
+
+def test_empty_frames(qtmodeltester, qapp):
+    empty = BatchTableModel(small_frame().iloc[:0])
+    qtmodeltester.check(empty, force_py=True)
+    assert empty.find("a") is None
+    empty.sort(0)
+    empty.set_show_only_flagged(True)
+    assert empty.rowCount() == 0
+    no_cols = BatchTableModel(pd.DataFrame(index=[1, 2]))
+    qtmodeltester.check(no_cols, force_py=True)
+    assert no_cols.find("a") is None

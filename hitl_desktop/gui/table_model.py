@@ -273,6 +273,14 @@ class _Column:
     def set_value(self, pos: int, v: Any) -> None:
         self.materialize()
         missing = _is_missing(v)
+        if self.kind == _K_INT and not missing and isinstance(v, (float, np.floating)):
+            if float(v).is_integer():
+                v = int(v)
+            else:  # a fraction in an integer column: the column becomes float (missing -> NaN)
+                vals = self.values.astype(np.float64)
+                if self.mask is not None:
+                    vals[self.mask] = np.nan
+                self.values, self.mask, self.kind = vals, None, _K_FLOAT
         if self.kind != _K_OBJ:
             ok = missing or (
                 isinstance(v, (bool, np.bool_)) if self.kind == _K_BOOL else
