@@ -7,6 +7,7 @@ category and one-hot encoded. A handful of wild values therefore cannot blind th
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -38,48 +39,69 @@ def label_features(
     if profile is None:
         profile = profile_columns(df, infos)
     cols_prof = profile.get("columns", {})
-    blocks: list[np.ndarray] = []
-    for name in df.columns:
-        name = str(name)
+    n = len(df)
+    plan: list[tuple[str, str, dict[str, Any], int]] = []
+    width = 0
+    for name in map(str, df.columns):
+        logical, prof = types[name], cols_prof.get(name) or {}
         if name == label_column:
             continue
-        logical, prof = types[name], cols_prof.get(name) or {}
-        s = df[name]
         if logical in NUMERIC_TYPES or logical == "boolean":
-            p = parse_column(s, logical)
-            x = p.values
-            if x is None:
-                continue
-            if p.fixed is not None:
-                x = np.where(np.isnan(x), p.fixed, x)
-            lo, hi = prof.get("lo"), prof.get("hi")
-            with np.errstate(invalid="ignore"):
-                bad = ~np.isfinite(x)
-                if lo is not None:
-                    bad |= x < lo
-                if hi is not None:
-                    bad |= x > hi
-                q01, q99 = prof.get("q01"), prof.get("q99")
-                if q01 is not None and q99 is not None:
-                    bad |= np.isin(x, SENTINELS) & ((x < q01) | (x > q99))
-            if bad.all():
-                continue
-            x = np.where(bad, np.nan, x)
-            med = np.nanmedian(x)
-            x = np.where(np.isnan(x), med, x)
-            if logical != "boolean":
-                q25, q75 = prof.get("q25"), prof.get("q75")
-                iqr = (q75 - q25) if (q25 is not None and q75 is not None) else 0.0
-                x = (x - med) / (iqr if iqr and iqr > 0 else (np.std(x) or 1.0))
-            blocks.append(x[:, None])
+            plan.append((name, logical, prof, 1))
+            width += 1
         elif logical == "text" and prof.get("categories"):
-            blocks.append(_one_hot(s, prof["categories"]))
-    if not blocks:
-        return np.zeros((len(df), 0))
-    return np.hstack(blocks).astype("float64", copy=False)
+            plan.append((name, logical, prof, len(prof["categories"])))
+            width += len(prof["categories"])
+    X = np.zeros((n, width))
+    keep = np.ones(width, dtype=bool)
+    at = 0
+    for name, logical, prof, w in plan:
+        s = df[name]
+        if logical == "text":
+            _one_hot(s, prof["categories"], X[:, at:at + w])
+        else:
+            x = _clean_numeric(s, logical, prof)
+            if x is None:
+                keep[at] = False
+            else:
+                X[:, at] = x
+        at += w
+    return X if keep.all() else X[:, keep]
 
 
-def _one_hot(s: pd.Series, cats: list[str]) -> np.ndarray:
+def _clean_numeric(s: pd.Series, logical: str, prof: dict[str, Any]) -> np.ndarray | None:
+    """Parsed values; unparseable, out-of-fence and sentinel cells imputed; robustly scaled."""
+    p = parse_column(s, logical)
+    x = p.values
+    if x is None:
+        return None
+    if p.fixed is not None:
+        x = np.where(np.isnan(x), p.fixed, x)
+    lo, hi = prof.get("lo"), prof.get("hi")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(x)
+        if lo is not None:
+            bad |= x < lo
+        if hi is not None:
+            bad |= x > hi
+        q01, q99 = prof.get("q01"), prof.get("q99")
+        if q01 is not None and q99 is not None:
+            bad |= np.isin(x, SENTINELS) & ((x < q01) | (x > q99))
+    if bad.all():
+        return None
+    med = prof.get("median")
+    if med is None:
+        med = float(np.median(x[~bad]))
+    if bad.any():
+        x = np.where(bad, med, x)
+    if logical == "boolean":
+        return x
+    q25, q75 = prof.get("q25"), prof.get("q75")
+    iqr = (q75 - q25) if (q25 is not None and q75 is not None) else 0.0
+    return (x - med) / (iqr if iqr and iqr > 0 else (float(np.std(x)) or 1.0))
+
+
+def _one_hot(s: pd.Series, cats: list[str], out: np.ndarray) -> None:
     codes, uniques = pd.factorize(as_str(s), use_na_sentinel=True)
     index = {c: i for i, c in enumerate(cats)}
     umap = np.full(len(uniques) + 1, -1, dtype=np.int64)  # last slot: missing
@@ -91,10 +113,8 @@ def _one_hot(s: pd.Series, cats: list[str]) -> np.ndarray:
             j = index.get(best, -1) if best is not None else -1
         umap[k] = j
     mapped = umap[codes]
-    out = np.zeros((len(s), len(cats)))
     ok = mapped >= 0
     out[np.flatnonzero(ok), mapped[ok]] = 1.0
-    return out
 
 
 def _labels(s: pd.Series, logical: str, prof: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
@@ -180,9 +200,12 @@ def find_label_issues(
     random_state: int = 0,
     n_jobs: int | None = None,
     return_probs: bool = False,
+    min_lift: float = 3.0,
 ) -> tuple[list[Flag], str | None] | tuple[list[Flag], str | None, np.ndarray | None]:
     """Flag rows whose given label is unlikely. Returns (flags, reason); reason explains why
-    nothing was checked (single class, class of one member, no features), else None.
+    nothing was checked (single class, class of one member, no features, or a model no better than
+    always predicting the majority class: its accuracy must beat the majority share by min_lift
+    binomial standard errors), else None.
 
     With return_probs=True a third item is the (n_rows, n_classes) out-of-fold probability matrix
     (NaN rows where the label is missing), columns in sorted class order.
@@ -215,6 +238,12 @@ def find_label_issues(
     est = clone(estimator) if estimator is not None else default_label_model()
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     probs = cross_val_predict(est, X, y, cv=folds, method="predict_proba", n_jobs=n_jobs)
+    pred = probs.argmax(axis=1)
+    acc = float((pred == y).mean())
+    base = float(counts.max() / counts.sum())
+    if acc - base <= min_lift * math.sqrt(base * (1 - base) / len(y)):
+        return done([], f"the label model predicts no better than the majority class "
+                        f"(accuracy {acc:.2f} vs {base:.2f}); labels not checked", None)
     issues = confident_learning(probs, y, method)
     rows = df.index.to_numpy()[have]
     idx = np.flatnonzero(issues)

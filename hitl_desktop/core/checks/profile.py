@@ -148,7 +148,7 @@ def is_near_miss(a: str, b: str) -> bool:
     na, nb = norm_text(a), norm_text(b)
     if na == nb:
         return True
-    lim = max(1, min(len(na), len(nb)) // 4)
+    lim = min(len(na), len(nb)) // 4
     return levenshtein(na, nb, lim + 1) <= lim
 
 
@@ -182,7 +182,7 @@ def nearest_category(value: str, categories: list[str]) -> tuple[str | None, int
         nc = norm_text(c)
         if nc == nv:
             return c, 0
-        lim = max(1, min(len(nc), len(nv)) // 3)
+        lim = min(len(nc), len(nv)) // 3
         d = levenshtein(nv, nc, lim + 1)
         if d <= lim and d < best_d:
             best, best_d = c, d
