@@ -27,7 +27,7 @@ DEFAULTS: dict[str, float] = {
     "category_coverage": 0.9,  # share of non-missing values the categories must cover
     "category_min_frac": 0.002,  # a category needs this share of rows (and at least 2 rows)
     "near_miss_ratio": 5.0,  # a candidate this many times rarer than a near neighbour is a typo
-    "nonneg_quantile": 0.01,  # column is "never negative" if this quantile is >= 0
+    "nonneg_max_frac": 0.02,  # at most this share negative (and not hugging 0): "never negative"
 }
 _Q = (0.01, 0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
 
@@ -78,7 +78,7 @@ def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> 
             lo2, hi2, _ = _fences(rest, np.quantile(rest, _Q), float(opts["k"]))
             lo, hi = min(lo, lo2), max(hi, hi2)
     q01, q10, q25, q50, q75, q90, q99 = (float(v) for v in q)
-    nonneg = float(np.quantile(x, opts["nonneg_quantile"])) >= 0
+    nonneg = _never_negative(x, float(opts["nonneg_max_frac"]))
     if nonneg:
         lo = max(lo, 0.0)
     return {
@@ -87,6 +87,18 @@ def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> 
         "median": q50, "q01": q01, "q25": q25, "q75": q75, "q99": q99,
         "min": float(x.min()), "max": float(x.max()), "scale": c,
     }
+
+
+def _never_negative(x: np.ndarray, max_frac: float) -> bool:
+    """No negatives, or a few that look like sign-flipped ordinary values rather than a tail
+    crossing zero: their typical magnitude is at least the 5th percentile of the positive side."""
+    neg = x < 0
+    k = int(neg.sum())
+    if k == 0:
+        return True
+    if k > max_frac * len(x) or k == len(x):
+        return False
+    return float(np.median(-x[neg])) >= float(np.quantile(x[~neg], 0.05))
 
 
 def _fences(x: np.ndarray, q: np.ndarray, k: float) -> tuple[float, float, float]:
