@@ -1,0 +1,1 @@
+"""Developer tools that need Qt: the README screenshot and the icon generator."""
