@@ -40,7 +40,7 @@ def flag_id(p, kind):
 
 def test_accept_sets_cell_and_resolves_every_open_flag_on_it(tmp_path):
     p, bid = make_project(tmp_path)
-    res = F.accept(p, flag_id(p, "category"), "bob")
+    res = F.accept(p, flag_id(p, "category"), "ann")
     assert res.edit is not None and res.edit.new_value == "Biscoe" and res.edit.kind == "accept"
     assert {f.kind: f.status for f in res.flags} == {"category": "accepted", "rule:caps": "resolved"}
     assert load_batch(p, bid).loc[1, "island"] == "Biscoe"
@@ -51,26 +51,26 @@ def test_accept_sets_cell_and_resolves_every_open_flag_on_it(tmp_path):
 
 def test_undo_of_accept_restores_value_and_reopens_flags(tmp_path):
     p, bid = make_project(tmp_path)
-    res = F.accept(p, flag_id(p, "category"), "bob")
-    undo = F.undo_edit(p, bid, res.edit.edit_id, "bob")
+    res = F.accept(p, flag_id(p, "category"), "ann")
+    undo = F.undo_edit(p, bid, res.edit.edit_id, "ann")
     assert undo.edit.new_value == "biscoe"
     assert sorted(f.status for f in undo.flags) == ["open", "open"]
     assert load_batch(p, bid).loc[1, "island"] == "biscoe"
     with pytest.raises(EditRefused, match="already undone"):
-        F.undo_edit(p, bid, res.edit.edit_id, "bob")
+        F.undo_edit(p, bid, res.edit.edit_id, "ann")
 
 
 def test_dismiss_needs_reason_and_records_who_and_why(tmp_path):
     p, _ = make_project(tmp_path)
     fid = flag_id(p, "type")
     with pytest.raises(EditRefused, match="reason"):
-        F.dismiss(p, fid, "bob", "  ")
-    res = F.dismiss(p, fid, "bob", "checked the sheet")
+        F.dismiss(p, fid, "ann", "  ")
+    res = F.dismiss(p, fid, "ann", "checked the sheet")
     f = res.flags[0]
-    assert (f.status, f.resolved_by, f.resolution["reason"]) == ("dismissed", "bob", "checked the sheet")
+    assert (f.status, f.resolved_by, f.resolution["reason"]) == ("dismissed", "ann", "checked the sheet")
     with pytest.raises(EditRefused, match="already dismissed"):
-        F.dismiss(p, fid, "bob", "again")
-    assert F.reopen(p, fid, "bob").flags[0].status == "open"
+        F.dismiss(p, fid, "ann", "again")
+    assert F.reopen(p, fid, "ann").flags[0].status == "open"
     with p.read() as conn:
         actions = [e.action for e in audit.entries(conn)]
     assert actions[-2:] == ["flag.dismiss", "flag.reopen"]
@@ -78,25 +78,36 @@ def test_dismiss_needs_reason_and_records_who_and_why(tmp_path):
 
 def test_edit_resolves_flags_and_revert_reopens_them(tmp_path):
     p, bid = make_project(tmp_path)
-    res = F.edit_cell(p, bid, 2, "x", "3.5", "bob")
+    res = F.edit_cell(p, bid, 2, "x", "3.5", "ann")
     assert [f.status for f in res.flags] == ["resolved"]
-    rev = F.revert(p, bid, 2, "x", "bob")
+    rev = F.revert(p, bid, 2, "x", "ann")
     assert rev.edit.new_value == "n/a" and [f.status for f in rev.flags] == ["open"]
 
 
 def test_accept_drop_duplicate_changes_no_cell(tmp_path):
     p, bid = make_project(tmp_path)
     before = load_batch(p, bid)
-    res = F.accept(p, flag_id(p, "duplicate"), "bob")
+    res = F.accept(p, flag_id(p, "duplicate"), "ann")
     assert res.edit is None and res.flags[0].status == "accepted"
     assert load_batch(p, bid).equals(before)
-    assert F.reopen(p, res.flags[0].id, "bob").flags[0].status == "open"
+    assert F.reopen(p, res.flags[0].id, "ann").flags[0].status == "open"
 
 
 def test_refused_accept_changes_nothing(tmp_path):
     p, bid = make_project(tmp_path)
     with pytest.raises(EditRefused, match="no suggestion"):
-        F.accept(p, flag_id(p, "rule:caps"), "bob")
+        F.accept(p, flag_id(p, "rule:caps"), "ann")
     with p.read() as conn:
         assert conn.execute(select(db.edits)).first() is None
+    assert all(f.status == "open" for f in F.list_flags(p))
+
+
+def test_unknown_user_is_refused_and_nothing_changes(tmp_path):
+    from hitl_desktop.core.errors import PermissionRefused
+
+    p, bid = make_project(tmp_path)
+    with pytest.raises(PermissionRefused):
+        F.accept(p, flag_id(p, "category"), "mallory")
+    with pytest.raises(PermissionRefused):
+        F.dismiss(p, flag_id(p, "type"), "mallory", "fine")
     assert all(f.status == "open" for f in F.list_flags(p))

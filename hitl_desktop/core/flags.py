@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
-from . import audit, db
+from . import audit, db, identity
 from .batches import EditResult, get_batch, original_value, set_cell
 from .errors import EditRefused, HitlError, NotFound
 from .project import Project
@@ -113,9 +113,15 @@ def _open_on_cell(conn: Connection, batch_id: int, row_id: int, column: str) -> 
         db.flags.c.status == "open"))).scalars())
 
 
+def _batch_of(project: Project, flag_id: int) -> int:
+    with project.read() as conn:
+        return get_flag(conn, flag_id).batch_id
+
+
 def accept(project: Project, flag_id: int, user: str) -> Resolution:
     """Apply a flag's suggestion: the cell takes the suggested value (or, for "drop duplicate", the row is marked
     for leaving out) and every open flag on that cell is resolved."""
+    identity.authorize(project, user, "edit", _batch_of(project, flag_id))
     with project.write() as conn:
         flag = get_flag(conn, flag_id)
         _open(flag)
@@ -143,6 +149,7 @@ def dismiss(project: Project, flag_id: int, user: str, reason: str) -> Resolutio
     """Mark a flag "correct as is", recording who and why."""
     if not (reason and reason.strip()):
         raise EditRefused("dismissing a flag needs a reason (for example: correct as is, checked the field sheet)")
+    identity.authorize(project, user, "dismiss_flag", _batch_of(project, flag_id))
     with project.write() as conn:
         flag = get_flag(conn, flag_id)
         _open(flag)
@@ -159,6 +166,7 @@ def dismiss(project: Project, flag_id: int, user: str, reason: str) -> Resolutio
 
 def reopen(project: Project, flag_id: int, user: str, reason: str = "undo") -> Resolution:
     """Reopen a dismissed (or cell-less accepted) flag."""
+    identity.authorize(project, user, "dismiss_flag", _batch_of(project, flag_id))
     with project.write() as conn:
         flag = get_flag(conn, flag_id)
         if flag.status == "open":
@@ -179,6 +187,7 @@ def edit_cell(project: Project, batch_id: int, row_id: int, column: str, value: 
 
     `resolve_ids` (used by redo) resolves those flags instead of the ones open on the cell.
     """
+    identity.authorize(project, user, "edit", batch_id)
     with project.write() as conn:
         edit = set_cell(project, batch_id, row_id, column, value, user, reason=reason, conn=conn)
         ids = _open_on_cell(conn, batch_id, row_id, column) if resolve_ids is None else list(resolve_ids)
@@ -204,6 +213,7 @@ def _reopen_resolved_by(conn: Connection, batch_id: int, edit_ids: set[int]) -> 
 
 def undo_edit(project: Project, batch_id: int, edit_id: int, user: str) -> Resolution:
     """Undo one edit (it must still be its cell's latest change) and reopen the flags it resolved."""
+    identity.authorize(project, user, "edit", batch_id)
     with project.write() as conn:
         e = conn.execute(select(db.edits).where(and_(db.edits.c.id == edit_id, db.edits.c.batch_id == batch_id))).first()
         if e is None:
@@ -224,6 +234,7 @@ def undo_edit(project: Project, batch_id: int, edit_id: int, user: str) -> Resol
 def revert(project: Project, batch_id: int, row_id: int, column: str, user: str,
            reason: str | None = None) -> Resolution:
     """Put a cell back to its imported value and reopen flags that edits of this cell had resolved."""
+    identity.authorize(project, user, "edit", batch_id)
     with project.write() as conn:
         batch = get_batch(conn, batch_id)
         source = get_source(project, batch.source_id)
