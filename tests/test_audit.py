@@ -260,3 +260,37 @@ def test_first_problem_in_chain_order_is_named(proj, monkeypatch, capsys):
     sql(proj, "UPDATE edits SET new_value='5' WHERE id=4", "UPDATE audit SET user='x' WHERE id=7")
     rc, out = verify(monkeypatch, capsys, proj)
     assert rc == 1 and out.startswith("TAMPERED: audit entry 7") and "more problems" in out
+
+
+def test_recomputed_chain_after_an_earlier_edit_elsewhere_breaks_the_bound_chain_head(proj, monkeypatch, capsys):
+    """Rewriting an edit of batch 2 made before bob signed batch 1 leaves batch 1's content alone, but bob's
+    signature bound the chain head at signing, which no longer exists."""
+    from hitl_desktop.core.batches import batch_content_hash
+
+    con = sqlite3.connect(f"{proj}/hitl.db")
+    payload = json.loads(con.execute("SELECT payload FROM audit WHERE id=8").fetchone()[0])
+    payload["new"] = "70"
+    con.execute("UPDATE audit SET payload=? WHERE id=8", (json.dumps(payload, sort_keys=True, separators=(",", ":")),))
+    con.execute("UPDATE edits SET new_value='70' WHERE id=3")
+    con.execute("UPDATE overrides SET value='70' WHERE edit_id=3")
+    base = con.execute("SELECT base_key FROM batches WHERE id=2").fetchone()[0]
+    ov = con.execute("SELECT row_id, \"column\", value FROM overrides WHERE batch_id=2").fetchall()
+    con.execute("UPDATE batches SET content_hash=? WHERE id=2", (batch_content_hash(base, ov),))
+    con.commit()
+    con.close()
+    recompute_chain(proj, 8)
+    rc, out = verify(monkeypatch, capsys, proj)
+    assert rc == 1 and "signature of decision 1" in out and "signed over a different audit history (entry 8" in out
+
+
+@pytest.mark.parametrize("target", [None, "batch:1", 'q"uote\\', "ünï\u2028\x01"])
+def test_entry_hash_equals_canonical_json(target):
+    import hashlib
+
+    from hitl_desktop.core.util import canonical_json
+
+    payload = canonical_json({"new": "é\n\t\"x\"", "old": None, "emoji": "🙂"})
+    fields = {"id": 12345, "ts": "2026-01-01T00:00:00.000001Z", "user": "zoë", "action": "cell.edit",
+              "target": target, "payload": payload, "prev": "ab" * 32}
+    want = hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
+    assert audit.entry_hash(12345, fields["ts"], "zoë", "cell.edit", target, payload, "ab" * 32) == want
