@@ -368,7 +368,11 @@ def _editable(batch: BatchInfo) -> None:
 def set_cell(project: Project, batch_id: int, row_id: int, column: str, value: str | None, user: str,
              reason: str | None = None, kind: str = "edit", undoes: int | None = None,
              extra_audit: dict[str, Any] | None = None, conn: Connection | None = None) -> EditResult:
-    """Set one cell (validated against its column type). One transaction: edit log, override, hash, audit."""
+    """Set one cell (validated against its column type). One transaction: edit log, override, hash, audit.
+
+    Without `conn` the user's role is checked first (`identity.authorize`); a caller passing its own `conn` has
+    already authorized the user (as `revert_cell` and `undo_last` do).
+    """
     if conn is None:
         identity.authorize(project, user, "edit", batch_id)
         with project.write() as c:
