@@ -85,16 +85,11 @@ def _range_flags(
     x = parsed.values
     if parsed.fixed is not None:
         x = np.where(np.isnan(x), parsed.fixed, x)
+    out, sent = out_of_range_mask(x, prof)
     lo, hi = prof.get("lo"), prof.get("hi")
     lo = -np.inf if lo is None else float(lo)
     hi = np.inf if hi is None else float(hi)
-    with np.errstate(invalid="ignore"):
-        out = (x < lo) | (x > hi) | np.isinf(x)
-        sent = np.zeros(len(x), dtype=bool)
-        q01, q99 = prof.get("q01"), prof.get("q99")
-        if q01 is not None and q99 is not None:
-            sent = np.isin(x, SENTINELS) & ((x < q01) | (x > q99))
-        out |= sent
+    q01, q99 = prof.get("q01"), prof.get("q99")
     if not out.any():
         return []
     idx = np.flatnonzero(out)
@@ -137,6 +132,26 @@ def _range_flags(
         sugs.append(sug)
     sev = ["medium" if s_ else "high" for s_ in sv.tolist()]
     return make_flags(rows[idx], name, "out_of_range", sev, score, msgs, sugs)
+
+
+def out_of_range_mask(x: np.ndarray, prof: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(out, sentinel) masks: outside the profile's [lo, hi] (or infinite), or a known sentinel
+    value lying beyond q01/q99 by more than half their distance."""
+    lo, hi = prof.get("lo"), prof.get("hi")
+    with np.errstate(invalid="ignore"):
+        out = np.isinf(x)
+        if lo is not None:
+            out |= x < float(lo)
+        if hi is not None:
+            out |= x > float(hi)
+        q01, q99 = prof.get("q01"), prof.get("q99")
+        if q01 is not None and q99 is not None:
+            w = 0.5 * (float(q99) - float(q01))
+            sent = np.isin(x, SENTINELS) & ((x < q01 - w) | (x > q99 + w))
+            out |= sent
+        else:
+            sent = np.zeros(len(x), dtype=bool)
+    return out, sent
 
 
 def _category_flags(

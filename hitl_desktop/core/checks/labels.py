@@ -18,9 +18,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .cells import make_flags
+from .cells import make_flags, out_of_range_mask
 from .parse import as_str, fmt_number, parse_column
-from .profile import SENTINELS, nearest_category, profile_columns
+from .profile import nearest_category, profile_columns
 from .types import NUMERIC_TYPES, Flag, normalize_infos
 
 CL_METHODS = ("prune_by_noise_rate", "confident_joint", "both")
@@ -77,16 +77,7 @@ def _clean_numeric(s: pd.Series, logical: str, prof: dict[str, Any]) -> np.ndarr
         return None
     if p.fixed is not None:
         x = np.where(np.isnan(x), p.fixed, x)
-    lo, hi = prof.get("lo"), prof.get("hi")
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(x)
-        if lo is not None:
-            bad |= x < lo
-        if hi is not None:
-            bad |= x > hi
-        q01, q99 = prof.get("q01"), prof.get("q99")
-        if q01 is not None and q99 is not None:
-            bad |= np.isin(x, SENTINELS) & ((x < q01) | (x > q99))
+    bad = out_of_range_mask(x, prof)[0] | np.isnan(x)
     if bad.all():
         return None
     med = prof.get("median")
