@@ -76,7 +76,7 @@ def evaluate(f: Faulty, with_peers: bool = True, seed: int = 0) -> dict:
 
 
 def naive_numeric(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce") for c in cols}, index=df.index)
+    return pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce").astype("float64") for c in cols}, index=df.index)
 
 
 def peers(f: Faulty, probs: np.ndarray, seed: int) -> dict:

@@ -69,6 +69,12 @@ def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> 
     x = vals[np.isfinite(vals)]
     if len(x) == 0:
         return {"lo": None, "hi": None, "nonneg": False}
+    negatives = x[x < 0]  # from the whole column: rare negatives matter
+    if len(negatives):
+        ns = np.isin(negatives, SENTINELS)
+        if ns.any() and ns.sum() < 0.05 * len(x):
+            negatives = negatives[~ns]
+    n_all = len(x)
     if len(x) > SAMPLE:  # robust statistics from a fixed-seed sample: O(n) less partitioning
         x = x[np.random.default_rng(0).integers(0, len(x), SAMPLE)]
     sent = np.isin(x, SENTINELS)
@@ -82,7 +88,7 @@ def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> 
             lo2, hi2, _ = _fences(rest, np.quantile(rest, _Q), float(opts["k"]))
             lo, hi = min(lo, lo2), max(hi, hi2)
     q01, q10, q25, q50, q75, q90, q99 = (float(v) for v in q)
-    nonneg = _never_negative(x, float(opts["nonneg_max_frac"]))
+    nonneg = _never_negative(negatives, n_all, x[x >= 0], float(opts["nonneg_max_frac"]))
     if nonneg:
         lo = max(lo, 0.0)
     return {
@@ -93,16 +99,15 @@ def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> 
     }
 
 
-def _never_negative(x: np.ndarray, max_frac: float) -> bool:
+def _never_negative(negatives: np.ndarray, n: int, positives: np.ndarray, max_frac: float) -> bool:
     """No negatives, or a few that look like sign-flipped ordinary values rather than a tail
     crossing zero: their typical magnitude is at least the 5th percentile of the positive side."""
-    neg = x < 0
-    k = int(neg.sum())
+    k = len(negatives)
     if k == 0:
         return True
-    if k > max_frac * len(x) or k == len(x):
+    if k > max_frac * n or len(positives) == 0:
         return False
-    return float(np.median(-x[neg])) >= float(np.quantile(x[~neg], 0.05))
+    return float(np.median(-negatives)) >= float(np.quantile(positives, 0.05))
 
 
 def _fences(x: np.ndarray, q: np.ndarray, k: float) -> tuple[float, float, float]:
