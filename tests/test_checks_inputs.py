@@ -248,3 +248,12 @@ def test_label_issue_found_with_cell_faults():
     assert set(flip.tolist()) <= set(got)
     assert got[flip[0]].suggestion == ("pos" if y[flip[0]] == 1 else "neg")
     assert len(got) <= 8
+
+
+def test_flags_frame():
+    from hitl_desktop.core.checks import flags_frame
+
+    fr = flags_frame([Flag(1, None, "duplicate", "medium", 1.0, "d", DROP_DUPLICATE)])
+    assert list(fr.columns) == ["row_id", "column", "kind", "severity", "score", "message", "suggestion"]
+    assert fr.iloc[0]["suggestion"] == DROP_DUPLICATE
+    assert len(flags_frame([])) == 0

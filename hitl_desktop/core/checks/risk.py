@@ -24,3 +24,19 @@ def rank_rows(flags: Iterable[Flag]) -> list[int]:
 def batch_risk(open_flags: Iterable[Flag]) -> float:
     """Batch risk = sum of the open flags' severity weights (low 1, medium 2, high 3)."""
     return float(sum(SEVERITY_WEIGHT[f.severity] for f in open_flags))
+
+
+def flags_frame(flags: Iterable[Flag]) -> "pd.DataFrame":
+    """Flags as a DataFrame (row_id, column, kind, severity, score, message, suggestion)."""
+    import pandas as pd
+
+    fl = list(flags)
+    return pd.DataFrame({
+        "row_id": pd.Series([f.row for f in fl], dtype="int64"),
+        "column": pd.Series([f.column for f in fl], dtype=object),
+        "kind": pd.Series([f.kind for f in fl], dtype=object),
+        "severity": pd.Series([f.severity for f in fl], dtype=object),
+        "score": pd.Series([f.score for f in fl], dtype="float64"),
+        "message": pd.Series([f.message for f in fl], dtype=object),
+        "suggestion": pd.Series([f.suggestion for f in fl], dtype=object),
+    })
