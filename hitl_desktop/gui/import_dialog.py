@@ -196,6 +196,6 @@ class ImportDialog(QDialog):
             for ci, c in enumerate(columns):
                 item = QTableWidgetItem(format_value(row.get(c.name)))
                 if c.logical in ("integer", "float"):
-                    item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.preview.setItem(r, ci, item)
         self.ok.setEnabled(True)

@@ -702,6 +702,7 @@ class MainWindow(QMainWindow):
             self.model.update_flags(self._flag_map(rows), row_ids=rows)
         if focus and e is not None:
             self._focus_cell(e.row_id, e.column)
+        self._show_batch_panel()  # who may approve can change with an edit (four-eyes)
         self._update_side_panel()
         self._update_actions()
         self._charts_dirty = self._audit_dirty = True
@@ -747,12 +748,13 @@ class MainWindow(QMainWindow):
         def accepted():
             reason = dlg.text()
             self.dismiss_dialog = None
+            self._back_to_table()
             self.run_write(
                 "Dismiss flag", lambda: core_flags.dismiss(project, flag.id, user, reason),
                 lambda res: (self._apply_resolution(res), self.undo_stack.push(DismissCommand(self, flag, reason))))
 
         dlg.accepted.connect(accepted)
-        dlg.rejected.connect(lambda: setattr(self, "dismiss_dialog", None))
+        dlg.rejected.connect(lambda: (setattr(self, "dismiss_dialog", None), self._back_to_table()))
         dlg.open()
 
     def revert_current(self) -> None:
@@ -763,6 +765,11 @@ class MainWindow(QMainWindow):
         self.run_write(
             "Revert cell", lambda: core_flags.revert(project, bid, cell[0], cell[1], user),
             lambda res: (self._apply_resolution(res), self.undo_stack.push(RevertCommand(self, res))))
+
+    def _back_to_table(self) -> None:
+        """After a dialog: keyboard review continues in the table."""
+        self.activateWindow()
+        self.view.setFocus()
 
     def run_undo_step(self, cmd: CoreCommand, fn: Callable[[], Any], name: str) -> None:
         def failed(msg: str) -> None:
@@ -813,6 +820,7 @@ class MainWindow(QMainWindow):
             def done(decision):
                 dlg.accept()
                 self.signature_dialog = None
+                self._back_to_table()
                 self.statusBar().showMessage(f"Batch {bid}: {decision.meaning} by {decision.full_name}", 5000)
                 self._audit_dirty = True
                 self.refresh_queue()
@@ -826,7 +834,7 @@ class MainWindow(QMainWindow):
             self.run_write(f"{action.capitalize()} batch {bid}", work, done, failed)
 
         dlg.buttons.accepted.connect(submit)
-        dlg.rejected.connect(lambda: setattr(self, "signature_dialog", None))
+        dlg.rejected.connect(lambda: (setattr(self, "signature_dialog", None), self._back_to_table()))
         dlg.open()
 
     # ============================================================================================ background

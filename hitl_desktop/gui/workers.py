@@ -118,6 +118,8 @@ class Task(QRunnable):
             if self._cancel.is_set():
                 raise Cancelled()
             result = self.fn(self.ctx)
+            if self._cancel.is_set():  # the function noticed and returned early
+                raise Cancelled()
         except Cancelled:
             self.outcome = "cancelled"
             self.signals.cancelled.emit()
