@@ -1,0 +1,30 @@
+"""The pipeline engine: reusable stages, a content-addressed result cache, status with reasons, runs, lineage.
+
+Qt-free. See docs/pipeline.md. Typical use from a window (off the GUI thread)::
+
+    from hitl_desktop.core.pipeline import CancelToken, run_pipeline
+    token = CancelToken()
+    report = run_pipeline(project, "default", observer=lambda ev: signals.event.emit(ev), cancel=token)
+    # token.cancel() from the GUI thread stops the run within a second, between work units
+"""
+from __future__ import annotations
+
+from .engine import (RunReport, StepOutcome, StepStatus, lineage, list_runs, pipeline_status, reap_interrupted,
+                     run_pipeline, step_status)
+from .errors import (CorruptResult, OutputMismatch, ParamError, PipelineError, PluginError, RunCancelled,
+                     StageFailed, UnknownPipeline, UnknownStage)
+from .events import EVENT_KINDS, CancelToken, RunEvent, RunObserver
+from .registry import ENTRY_POINT_GROUP, STAGE_PATHS_KEY, Registry, registry_for
+from .spec import (DEFAULT_PIPELINE, PipelineSpec, Step, add_step, add_variant, default_spec, get_pipeline,
+                   list_pipelines, remove_step, save_spec, set_param, set_source)
+from .stage import Cancelled, Param, Stage, StageContext, stage
+
+__all__ = [
+    "CancelToken", "Cancelled", "CorruptResult", "DEFAULT_PIPELINE", "ENTRY_POINT_GROUP", "EVENT_KINDS",
+    "OutputMismatch", "Param", "ParamError", "PipelineError", "PipelineSpec", "PluginError", "Registry",
+    "RunCancelled", "RunEvent", "RunObserver", "RunReport", "STAGE_PATHS_KEY", "Stage", "StageContext",
+    "StageFailed", "Step", "StepOutcome", "StepStatus", "UnknownPipeline", "UnknownStage", "add_step",
+    "add_variant", "default_spec", "get_pipeline", "lineage", "list_pipelines", "list_runs", "pipeline_status",
+    "reap_interrupted", "registry_for", "remove_step", "run_pipeline", "save_spec", "set_param", "set_source",
+    "stage", "step_status",
+]

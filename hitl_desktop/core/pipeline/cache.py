@@ -1,0 +1,214 @@
+"""The result cache: content-addressed files under `<project>/cache/`, registered in the `results` table.
+
+Writing: a result goes to `cache/tmp/<pid>-<uuid>`, is fsynced, hashed and renamed to `cache/<k2>/<key>.<ext>`;
+only after every file of a stage is in place is the stage registered (one transaction). A crash leaves either a
+temp file of a dead process or an unregistered file; both are deleted by the next run (`sweep`).
+
+Reading: a registered file is trusted only if it exists and its sha256 matches the registered one. Hashing every
+file on every run would cost as much as the work on big projects, so a verified file's (size, mtime, ctime,
+inode) is remembered in `cache/stat-cache.json`; any write to the file changes its stat and makes the next use
+hash it again. A missing or mismatching file is reported and its result recomputed, never used.
+
+Formats: a single table output -> Parquet (`.parquet`); anything else -> joblib (`.joblib`); a per-batch stage's
+manifest -> JSON (`.json`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..util import fsync_dir
+from .errors import CorruptResult
+
+CACHE_DIR = "cache"
+EXT = {"table": ".parquet", "object": ".joblib", "manifest": ".json"}
+STAT_CACHE = "stat-cache.json"
+
+
+def result_kind(outputs: dict[str, str]) -> str:
+    return "table" if len(outputs) == 1 and next(iter(outputs.values())) == "table" else "object"
+
+
+def rel_path(key: str, kind: str) -> str:
+    return f"{key[:2]}/{key}{EXT[kind]}"
+
+
+def _file_sha(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _stat_sig(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def write_result(root: str | Path, key: str, kind: str, outputs: dict[str, Any]) -> dict[str, Any]:
+    """Write one result atomically (tmp, fsync, rename). Safe to call from worker processes.
+
+    Returns {"path", "sha256", "stat", "seconds"} (seconds spent serialising, syncing and hashing).
+    """
+    t0 = time.perf_counter()
+    root = Path(root)
+    tmpdir = root / "tmp"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    rel = rel_path(key, kind)
+    final = root / rel
+    tmp = tmpdir / f"{os.getpid()}-{uuid.uuid4().hex}{EXT[kind]}"
+    try:
+        if kind == "table":
+            (name, df), = outputs.items()
+            table = pa.Table.from_pandas(df, preserve_index=True)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"hitl.output": name.encode()})
+            pq.write_table(table, tmp, compression="lz4")
+        elif kind == "manifest":
+            tmp.write_text(json.dumps(outputs, sort_keys=True, separators=(",", ":")), encoding="utf-8")
+        else:
+            import joblib
+
+            joblib.dump(outputs, tmp, compress=0)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+            sha = hashlib.file_digest(fh, "sha256").hexdigest()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    st = final.stat()
+    return {"path": rel, "sha256": sha, "stat": _stat_sig(st), "seconds": time.perf_counter() - t0}
+
+
+def read_result(root: str | Path, rel: str, kind: str) -> Any:
+    path = Path(root) / rel
+    if kind == "table":
+        table = pq.read_table(path)
+        name = (table.schema.metadata or {}).get(b"hitl.output", b"table").decode()
+        return {name: table.to_pandas()}
+    if kind == "manifest":
+        return json.loads(path.read_text(encoding="utf-8"))
+    import joblib
+
+    return joblib.load(path)
+
+
+class ResultStore:
+    """Per-project access to cache files, with sha256 verification and the stat cache of verified files."""
+
+    def __init__(self, project_path: Path, writable: bool = True) -> None:
+        self.root = Path(project_path) / CACHE_DIR
+        self.writable = writable
+        self._lock = threading.Lock()
+        self._stat: dict[str, list] = {}
+        self._dirty = False
+        try:
+            self._stat = json.loads((self.root / STAT_CACHE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self._stat = {}
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def remember(self, rel: str, sha: str, stat: list[int]) -> None:
+        with self._lock:
+            self._stat[rel] = [*stat, sha]
+            self._dirty = True
+
+    def check(self, rel: str, sha: str) -> str | None:
+        """None when the file is present and intact; else a reason ("deleted", "corrupted")."""
+        p = self.root / rel
+        try:
+            st = p.stat()
+        except OSError:
+            return "cache file deleted"
+        sig = _stat_sig(st)
+        with self._lock:
+            known = self._stat.get(rel)
+        if known is not None and known[:4] == sig and known[4] == sha:
+            return None
+        try:
+            actual = _file_sha(p)
+        except OSError:
+            return "cache file unreadable"
+        if actual != sha:
+            return "cache file corrupted (its sha256 differs from the registered one)"
+        self.remember(rel, sha, sig)
+        return None
+
+    def load(self, key: str, rel: str, sha: str, kind: str) -> Any:
+        bad = self.check(rel, sha)
+        if bad:
+            raise CorruptResult(key, f"result {key[:12]}: {bad}; run again to recompute it")
+        return read_result(self.root, rel, kind)
+
+    def write(self, key: str, kind: str, outputs: dict[str, Any]) -> dict[str, Any]:
+        info = write_result(self.root, key, kind, outputs)
+        self.remember(info["path"], info["sha256"], info["stat"])
+        return info
+
+    def sync_dirs(self, rels: list[str]) -> None:
+        for d in sorted({str((self.root / r).parent) for r in rels}):
+            fsync_dir(d)
+
+    def forget(self, rel: str) -> None:
+        with self._lock:
+            if self._stat.pop(rel, None) is not None:
+                self._dirty = True
+
+    def save(self) -> None:
+        """Persist the stat cache (best effort, atomic)."""
+        if not self._dirty or not self.writable:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f"{STAT_CACHE}.{os.getpid()}.tmp"
+            with self._lock:
+                data = json.dumps(self._stat, separators=(",", ":"))
+                self._dirty = False
+            tmp.write_text(data, encoding="utf-8")
+            os.replace(tmp, self.root / STAT_CACHE)
+        except OSError:
+            pass
+
+    def sweep(self, registered: set[str], pid_alive) -> int:
+        """Delete temp files of dead processes and files no registered result points at. Returns files removed."""
+        removed = 0
+        tmpdir = self.root / "tmp"
+        if tmpdir.is_dir():
+            for f in tmpdir.iterdir():
+                pid = f.name.split("-", 1)[0]
+                if not pid.isdigit() or not pid_alive(int(pid)):
+                    removed += _unlink(f)
+        if not self.root.is_dir():
+            return removed
+        for d in self.root.iterdir():
+            if d.is_dir() and len(d.name) == 2:
+                for f in d.iterdir():
+                    if f"{d.name}/{f.name}" not in registered:
+                        removed += _unlink(f)
+                        self.forget(f"{d.name}/{f.name}")
+        return removed
+
+
+def _unlink(p: Path) -> int:
+    try:
+        p.unlink()
+        return 1
+    except OSError:
+        return 0
+
+
+def frame_or_none(v: Any) -> pd.DataFrame | None:
+    return v if isinstance(v, pd.DataFrame) else None
