@@ -161,7 +161,7 @@ class Featurize(Stage):
         if not target:
             raise StageFailed("no target column: import with --label COLUMN or set featurize's 'target' parameter")
         ctx.report(0.05, f"combining {len(tables)} batches")
-        df = pd.concat([tables[b] for b in sorted(tables)], copy=False)
+        df = pd.concat([tables[b] for b in sorted(tables)])
         if target not in df.columns:
             raise StageFailed(f"target column '{target}' is not in the data (columns: {', '.join(map(str, df.columns))})")
         df = df[df[target].notna()]
