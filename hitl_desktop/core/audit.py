@@ -291,7 +291,7 @@ def verify_conn(conn: Connection) -> VerifyReport:
             bad(entry.id, f"decision {d.id} does not match audit entry {entry.id} ({', '.join(diff)} changed: "
                           f"{k} is {rec!r} in decisions, {trail!r} in the trail)")
         if d.action in identity.SIGNED_ACTIONS or d.signature:
-            why = identity.check_signed_decision(d, project_id, history, hash_of)
+            why = check_decision_signature(d, p, project_id, history, hash_of)
             subject = f"batch {d.batch_id}" if d.batch_id is not None else f"model {d.model_id}"
             if why:
                 bad(entry.id, f"signature of decision {d.id} ({d.action} of {subject} by {d.user}, audit entry "
@@ -371,6 +371,19 @@ def verify_conn(conn: Connection) -> VerifyReport:
 # --- approval validity (for training and the window) -----------------------------------------------------------
 
 
+def check_decision_signature(d: Any, entry_payload: dict[str, Any], project_id: str, history: dict,
+                             hash_of: Any) -> str | None:
+    """Why decision row `d`'s signature is not valid, or None. A decision signed away in a review bundle and merged
+    by `hitl bundle import` carries an "away" record in its audit entry (see `bundle.check_merged_signature`)."""
+    from . import identity
+
+    if isinstance(entry_payload.get("away"), dict):
+        from .bundle import check_merged_signature
+
+        return check_merged_signature(d, entry_payload["away"], project_id, history)
+    return identity.check_signed_decision(d, project_id, history, hash_of)
+
+
 def approval_check(conn: Connection, batch: Any, _history: dict | None = None) -> tuple[str, str]:
     """('valid'|'invalid'|'none', reason) for a batch id or BatchInfo.
 
@@ -404,7 +417,12 @@ def approval_check(conn: Connection, batch: Any, _history: dict | None = None) -
     def hash_of(i: int) -> str | None:
         return conn.execute(select(db.audit.c.hash).where(db.audit.c.id == i)).scalar()
 
-    why = identity.check_signed_decision(d, project_id, history, hash_of)
+    entry_payload = conn.execute(select(db.audit.c.payload).where(db.audit.c.id == d.audit_id)).scalar()
+    try:
+        p = json.loads(entry_payload) if entry_payload else {}
+    except ValueError:
+        p = {}
+    why = check_decision_signature(d, p, project_id, history, hash_of)
     if why:
         return "invalid", f"the approval of batch {batch_id} {why}"
     return "valid", f"approved by {d.full_name} at {d.ts}"

@@ -259,8 +259,11 @@ def is_read_only(path: str) -> bool:
     return not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def make_engine(url: str, *, read_only: bool = False, synchronous: str = "FULL") -> Engine:
-    """Create an engine. For SQLite: WAL, foreign keys, durable commits, and `BEGIN IMMEDIATE` for writers."""
+def make_engine(url: str, *, read_only: bool = False, synchronous: str = "FULL", journal_mode: str = "WAL") -> Engine:
+    """Create an engine. For SQLite: WAL, foreign keys, durable commits, and `BEGIN IMMEDIATE` for writers.
+
+    `journal_mode="DELETE"` is for single-file review bundles (`core/bundle.py`): no -wal/-shm files beside them.
+    """
     if not url.startswith("sqlite"):
         return create_engine(url, future=True)
     path = url.split("///", 1)[1]
@@ -279,7 +282,7 @@ def make_engine(url: str, *, read_only: bool = False, synchronous: str = "FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=10000")
         if not read_only:
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA journal_mode={journal_mode}")
             cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.close()
 

@@ -1,11 +1,15 @@
 """A project: one folder holding `hitl.db` (SQLite, WAL) and `data/` (immutable Arrow files of imported originals).
 
+A review bundle (`OUT.hitlreview`, see `core/bundle.py` and docs/offline.md) is a project in one SQLite file: same
+schema, its originals stored as blobs in `bundle_data`. `Project.open` opens either; `project.is_bundle` tells.
+
 Transaction discipline for files beside the database: a data file is written under `data/tmp/`, fsynced, renamed
 into `data/`, and only then referenced by a committed row. A crash before the commit leaves an unreferenced file,
 which the next writable open deletes; a committed row always points at a complete file.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -61,10 +65,11 @@ def db_error_message(exc: Exception) -> str:
 class Project:
     """An open project. Thread-safe for reads; writes are serialised by SQLite (`BEGIN IMMEDIATE`)."""
 
-    def __init__(self, path: Path, engine, read_only: bool) -> None:
+    def __init__(self, path: Path, engine, read_only: bool, is_bundle: bool = False) -> None:
         self.path = path
         self.engine = engine
         self.read_only = read_only
+        self.is_bundle = is_bundle
         self._readers: dict[str, pa.ipc.RecordBatchFileReader] = {}
         self._readers_lock = threading.Lock()
         self._meta_cache: dict[str, str] = {}
@@ -73,7 +78,7 @@ class Project:
 
     @property
     def db_path(self) -> Path:
-        return self.path / db.DB_FILE
+        return self.path if self.is_bundle else self.path / db.DB_FILE
 
     @property
     def data_dir(self) -> Path:
@@ -141,16 +146,22 @@ class Project:
     def open(cls, path: str | os.PathLike, *, upgrade: bool = True) -> "Project":
         p = Path(path).expanduser().absolute()
         dbfile = p / db.DB_FILE
+        is_bundle = p.is_file()
+        if is_bundle:  # a review bundle: the file is the database
+            dbfile = p
         if not p.exists():
             raise NotAProject(f"no project at {p}: create one with `hitl init {path}`")
         if not dbfile.is_file():
             raise NotAProject(f"{p} is not a hitl project (no {db.DB_FILE}); create one with `hitl init DIR`")
-        read_only = db.is_read_only(str(dbfile)) or not os.access(p, os.W_OK)
-        engine = db.make_engine(f"sqlite:///{dbfile}", read_only=read_only)
+        read_only = db.is_read_only(str(dbfile)) or not os.access(dbfile.parent, os.W_OK)
+        engine = db.make_engine(f"sqlite:///{dbfile}", read_only=read_only,
+                                journal_mode="DELETE" if is_bundle else "WAL")
         try:
             with engine.connect() as conn:
                 rev = MigrationContext.configure(conn).get_current_revision()
                 has_meta = conn.dialect.has_table(conn, "meta")
+                if is_bundle and not conn.dialect.has_table(conn, "bundle_data"):
+                    has_meta = False
         except DatabaseError as exc:
             engine.dispose()
             raise NotAProject(f"{p} is not a hitl project: {db_error_message(exc)}") from None
@@ -176,8 +187,8 @@ class Project:
             except DatabaseError as exc:
                 engine.dispose()
                 raise HitlError(db_error_message(exc)) from None
-        project = cls(p, engine, read_only)
-        if not read_only:
+        project = cls(p, engine, read_only, is_bundle)
+        if not read_only and not is_bundle:
             project._cleanup_orphans()
         return project
 
@@ -236,6 +247,8 @@ class Project:
     # --- data files ------------------------------------------------------------------------------------------
 
     def new_tmp_path(self, suffix: str) -> Path:
+        if self.is_bundle:
+            raise HitlError("a review bundle holds only the batches it was exported with: import data at home")
         tmp = self.path / TMP_DIR
         tmp.mkdir(parents=True, exist_ok=True)
         return tmp / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
@@ -244,13 +257,28 @@ class Project:
         with self._readers_lock:
             r = self._readers.get(data_file)
             if r is None:
-                path = self.data_dir / data_file
-                try:
-                    r = pa.ipc.open_file(pa.memory_map(str(path), "r"))
-                except (OSError, pa.ArrowInvalid) as exc:
-                    raise HitlError(f"the data file {data_file} of this project is missing or damaged ({exc})") from None
+                if self.is_bundle:
+                    r = self._bundle_reader(data_file)
+                else:
+                    path = self.data_dir / data_file
+                    try:
+                        r = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+                    except (OSError, pa.ArrowInvalid) as exc:
+                        raise HitlError(f"the data file {data_file} of this project is missing or damaged ({exc})") from None
                 self._readers[data_file] = r
             return r
+
+    def _bundle_reader(self, data_file: str) -> "_SparseReader":
+        """A bundle stores only its batches' record batches of a source; `seqs` maps them back to batch seqs."""
+        with self.read() as conn:
+            row = conn.exec_driver_sql("SELECT data, seqs, total FROM bundle_data WHERE name = ?", (data_file,)).first()
+        try:
+            if row is None:
+                raise OSError("not in the bundle")
+            r = pa.ipc.open_file(pa.BufferReader(row.data))
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise HitlError(f"the data {data_file} of this review bundle is missing or damaged ({exc})") from None
+        return _SparseReader(r, json.loads(row.seqs), row.total)
 
     def _cleanup_orphans(self) -> None:
         """Delete leftovers of interrupted imports: temp files of dead processes, unreferenced data files."""
@@ -274,6 +302,27 @@ class Project:
                     continue
                 if not young:
                     _unlink(f)
+
+
+class _SparseReader:
+    """The part of a source's Arrow file a bundle holds: `get_batch(seq)` by the home seq, like a full reader."""
+
+    def __init__(self, reader: pa.ipc.RecordBatchFileReader, seqs: list[int], total: int) -> None:
+        self._reader = reader
+        self._index = {s: i for i, s in enumerate(seqs)}
+        self.schema = reader.schema
+        self.num_record_batches = total
+
+    def get_batch(self, seq: int) -> pa.RecordBatch:
+        i = self._index.get(seq)
+        if i is None:
+            raise HitlError(f"this review bundle does not hold record batch {seq} of that source")
+        return self._reader.get_batch(i)
+
+    def read_all(self) -> pa.Table:
+        if len(self._index) != self.num_record_batches:
+            raise HitlError("this review bundle holds only some batches of that source")
+        return self._reader.read_all()
 
 
 def _run_migrations(conn: Connection) -> None:
