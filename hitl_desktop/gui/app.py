@@ -25,16 +25,24 @@ def demo_dir() -> Path:
     return Path(platformdirs.user_data_dir("hitl-desktop", appauthor=False)) / "demo"
 
 
-def ensure_demo(path: Path, user: str | None) -> tuple[Path, bool]:
-    """Create the demo project at `path` unless it is already there. Returns (path, created)."""
+def ensure_demo(path: Path, user: str | None, run_checks: bool = True) -> tuple[Path, bool]:
+    """Create the demo project at `path` unless it is already there, with its checks run. Returns (path, created)."""
+    import threading
+
     from ..core import db
     from ..core.demo import create_demo_project
+    from . import services
 
     if (path / db.DB_FILE).is_file():
         return path, False
     path.parent.mkdir(parents=True, exist_ok=True)
     project = create_demo_project(path, user)
-    project.close()
+    try:
+        if run_checks and services.checks_runner() is not None:
+            services.run_checks(project, user or project.meta("created_by") or "", lambda f, m: None,
+                                threading.Event())
+    finally:
+        project.close()
     return path, True
 
 
@@ -80,7 +88,7 @@ def self_test(user: str | None = None, keep: bool = False) -> int:
         from . import services
         from .main_window import MainWindow
 
-        path, _ = ensure_demo(tmp / "demo", user)
+        path, _ = ensure_demo(tmp / "demo", user, run_checks=False)  # the checks run below, through the window
         win = MainWindow(None, user=user, ask_user=False)
         win.show()
 
@@ -148,24 +156,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     install_excepthook()
     project = args.project
-    created = False
     if args.demo:
         from ..core.errors import HitlError
         from .settings import Prefs
 
         try:
-            project, created = ensure_demo(demo_dir(), args.user or Prefs().user())
+            project, _created = ensure_demo(demo_dir(), args.user or Prefs().user())
         except HitlError as exc:
             show_error(None, "Demo project", str(exc))
             return 2
     win = MainWindow(project, user=args.user, batch=args.batch)
     win.show()
-    if created:
-        from . import services
-        from PySide6.QtCore import QTimer
-
-        if services.checks_runner() is not None:
-            QTimer.singleShot(300, win.run_checks)
     return app.exec()
 
 

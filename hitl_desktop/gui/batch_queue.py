@@ -33,7 +33,7 @@ def decision_text(d: dict[str, Any] | None) -> str:
 
 
 class BatchQueueModel(QAbstractTableModel):
-    HEADERS = ["Batch", "Status", "Rows", "Open flags", "Edits", "Who", "Decision"]
+    HEADERS = ["Batch", "Status", "Rows", "Flags", "Edits", "Who", "Decision"]
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -108,9 +108,9 @@ class BatchQueueModel(QAbstractTableModel):
                 return decision_text(b.decision)
             if c == 3:
                 return f"risk {b.risk:.0f} (open flags weighted high 3, medium 2, low 1)"
-            return f"{b.source}, rows {b.start_row + 1}-{b.start_row + b.rows}"
+            return f"batch {b.id}: {b.source}, data rows {b.start_row + 1}–{b.start_row + b.rows}"
         if c == 0:
-            return f"#{b.id} {b.source}"
+            return f"#{b.id}  rows {b.start_row + 1}–{b.start_row + b.rows}"
         if c == 1:
             return b.status.replace("_", " ")
         if c == 2:
@@ -162,7 +162,7 @@ class BatchQueue(QWidget):
         hh = self.view.horizontalHeader()
         hh.setStretchLastSection(True)
         avg = self.fontMetrics().averageCharWidth()
-        for col, chars in enumerate((22, 9, 5, 9, 5, 8)):
+        for col, chars in enumerate((17, 9, 5, 8, 5, 7)):
             hh.resizeSection(col, avg * chars + 12)
         lay.addWidget(self.view)
         self.filter.currentIndexChanged.connect(lambda _i: self.model.set_filter(self.filter.currentData()))

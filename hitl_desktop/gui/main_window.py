@@ -145,7 +145,7 @@ class MainWindow(QMainWindow):
         self.charts.columnChanged.connect(lambda _c: self._mark_charts_dirty())
         self.tabs.addTab(self.charts, "Charts")
         self.pipeline_tab = PipelineTab()
-        self.pipeline_tab.runRequested.connect(self.run_checks)
+        self.pipeline_tab.runRequested.connect(self.run_pipeline)
         self.tabs.addTab(self.pipeline_tab, "Pipeline")
         self.models_tab = ModelsTab()
         self.tabs.addTab(self.models_tab, "Models")
@@ -848,14 +848,35 @@ class MainWindow(QMainWindow):
         project, user = self.project, self.user
 
         def work(ctx):
-            return services.run_checks(project, user, ctx.progress_callback(), ctx.cancelled)
+            return services.run_checks(project, user, ctx.report, ctx.cancel_event)
 
         def done(_r):
             self.statusBar().showMessage("Checks finished", 4000)
             self.refresh_all()
 
-        self.tasks.submit("Checks", work, on_done=done, on_error=lambda m: show_error(self, "Checks", m),
-                          on_cancel=lambda: self.statusBar().showMessage("Checks cancelled: nothing was stored", 5000))
+        def cancelled():
+            self.statusBar().showMessage("Checks cancelled: batches not yet checked keep their old flags", 5000)
+            self._refresh_pipeline_tab()
+
+        self.tasks.submit("Checks", work, on_done=done, on_error=lambda m: (show_error(self, "Checks", m),
+                                                                            self._refresh_pipeline_tab()),
+                          on_cancel=cancelled)
+
+    def run_pipeline(self) -> None:
+        """Pipeline > Run what is stale (every stage of the default pipeline that needs it)."""
+        if self.project is None or services.pipeline() is None:
+            return
+        project, user = self.project, self.user
+
+        def done(report):
+            status = getattr(report, "status", "done")
+            self.statusBar().showMessage(f"Pipeline run {status}", 5000)
+            self.refresh_all()
+
+        self.tasks.submit("Pipeline", lambda ctx: services.run_stages(project, user, ctx.report, ctx.cancel_event),
+                          on_done=done, on_error=lambda m: (show_error(self, "Pipeline", m), self._refresh_pipeline_tab()),
+                          on_cancel=lambda: (self.statusBar().showMessage("Pipeline run cancelled", 5000),
+                                             self._refresh_pipeline_tab()))
 
     def import_dialog(self, path: str | None = None) -> ImportDialog | None:
         if self.project is None:
@@ -943,13 +964,23 @@ class MainWindow(QMainWindow):
             self.refresh_charts()
 
     def _refresh_pipeline_tab(self) -> None:
-        pl = services.pipeline()
-        runner = services.checks_runner()
-        if pl is None:
+        if services.pipeline() is None:
             self.pipeline_tab.set_unavailable(
-                "The pipeline engine is not part of this build yet: stage states appear here when it is."
-                + ("" if runner is None else " Checks can still be run from Pipeline > Run Checks."))
-        self.pipeline_tab.run_button.setEnabled(runner is not None)
+                "The pipeline engine is not part of this build: stage states appear here when it is.")
+            return
+        if self.project is None:
+            return
+        project = self.project
+        self.pipeline_tab.run_button.setEnabled(not project.read_only)
+
+        def done(r):
+            rows, runs = r
+            self.pipeline_tab.set_status(rows)
+            self.pipeline_tab.set_runs(runs)
+            self.pipeline_tab.note.setText("Stale stages re-run when you press Run; fresh ones are reused.")
+
+        self.tasks.submit("Pipeline status", lambda ctx: services.pipeline_status(project), visible=False,
+                          on_done=done, on_error=lambda m: self.pipeline_tab.note.setText(m))
 
     def _refresh_models_tab(self) -> None:
         pass

@@ -7,6 +7,7 @@ greys out what needs them with the reason, instead of re-implementing them.
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -127,33 +128,99 @@ def audit_entries(project: Project, limit: int | None = None, newest_first: bool
 # --- checks / pipeline -----------------------------------------------------------------------------------------
 
 
+def pipeline():
+    """The pipeline engine module, or None when this build has none."""
+    m = _module("pipeline")
+    return m if m is not None and hasattr(m, "run_pipeline") else None
+
+
 def checks_runner() -> Callable[..., Any] | None:
-    """The core function that runs the checks and stores their flags, or None when this build has none."""
+    """What runs the checks and stores their flags (the pipeline's `validate` stage), or None."""
+    return run_checks if pipeline() is not None else None
+
+
+def run_stages(project: Project, user: str, report: Callable[[float, str], None], cancel_event: threading.Event,
+               pipeline_name: str | None = None, stage: str | None = None) -> Any:
+    """Run the pipeline (or one stage and what it needs) with progress for the window; blocking, off the GUI thread.
+
+    The engine's run events become overall progress (steps done + the current step's fraction); a Cancel in the
+    window sets `cancel_event`, which cancels the engine's token (it stops between work units, within a second).
+    """
     pl = pipeline()
-    if pl is not None:
-        for name in ("run_checks", "run_validate"):
-            fn = getattr(pl, name, None)
-            if fn is not None:
-                return fn
-    for modname in ("checks.store", "checks.persist", "checks.project"):
-        m = _module(modname)
-        if m is not None:
-            for name in ("run_checks", "check_project", "run_project_checks"):
-                fn = getattr(m, name, None)
-                if fn is not None:
-                    return fn
-    return None
+    if pl is None:
+        raise HitlError("this build has no pipeline engine")
+    token = pl.CancelToken()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if cancel_event.wait(0.05):
+                token.cancel()
+                return
+
+    watcher = threading.Thread(target=watch, name="hitl-cancel-watch", daemon=True)
+    watcher.start()
+    steps: list[str] = []
+
+    def observer(ev) -> None:
+        nonlocal steps
+        if ev.kind == "run_started":
+            steps = list(ev.data.get("steps") or [])
+            report(0.0, "starting")
+            return
+        n = max(1, len(steps))
+        i = steps.index(ev.step) if ev.step in steps else 0
+        if ev.kind == "progress":
+            report((i + (ev.fraction or 0.0)) / n, f"{ev.step}: {ev.message}" if ev.message else f"{ev.step}")
+        elif ev.kind == "stage_started":
+            report(i / n, f"{ev.step}: started")
+        elif ev.kind == "reused":
+            report((i + 1) / n, f"{ev.step}: stored result reused")
+        elif ev.kind == "stage_finished":
+            report((i + 1) / n, f"{ev.step}: done")
+        elif ev.kind == "stage_failed":
+            report((i + 1) / n, f"{ev.step}: failed: {ev.message}")
+
+    try:
+        result = pl.run_pipeline(project, pipeline_name, stage, user=user, observer=observer, cancel=token)
+    finally:
+        stop.set()
+    if cancel_event.is_set():
+        return result
+    return result.raise_for_status() if stage == "validate" else result
 
 
 def run_checks(project: Project, user: str, report: Callable[[float, str], None],
-               cancelled: Callable[[], bool]) -> Any:
-    fn = checks_runner()
-    if fn is None:
-        raise HitlError("this build has no checks stage yet: flags cannot be computed from the window")
-    try:
-        return fn(project, user=user, progress=report, cancelled=cancelled)
-    except TypeError:
-        return fn(project, user)
+               cancel_event: threading.Event) -> Any:
+    """The automatic checks = the pipeline's `validate` stage (it stores the flags)."""
+    return run_stages(project, user, report, cancel_event, stage="validate")
+
+
+def pipeline_status(project: Project) -> tuple[list[list[str]], list[list[str]]]:
+    """(stage rows, recent run rows) for the Pipeline tab."""
+    pl = pipeline()
+    rows: list[list[str]] = []
+    for p in pl.pipeline_status(project):
+        if p.get("error"):
+            rows.append([p["pipeline"], "", "failed", p["error"], ""])
+        for st in p["steps"]:
+            why = "; ".join(st.get("reasons") or [])
+            if st.get("error"):
+                why = (why + "; " if why else "") + st["error"]
+            if st.get("batches") and st["state"] == "stale":
+                why = (why + "; " if why else "") + f"{st['batches']['stale']} of {st['batches']['total']} batches to (re)compute"
+            rows.append([p["pipeline"], st["step"], st["state"], why, str(st.get("last_run") or "")])
+    runs = []
+    for r in pl.list_runs(project, limit=20):
+        detail = ", ".join(x for x in (
+            ("computed: " + " ".join(r["computed"])) if r.get("computed") else "",
+            ("reused: " + " ".join(r["reused"])) if r.get("reused") else "",
+            ("failed: " + " ".join(r["failed"])) if r.get("failed") else "",
+            r.get("error") or "") if x)
+        secs = f" ({r['seconds']:.1f} s)" if r.get("seconds") is not None else ""
+        runs.append([f"#{r['run']} {r['pipeline']}", r["user"], (r["started_at"] or "")[:19].replace("T", " "),
+                     r["status"] + secs, detail])
+    return rows, runs
 
 
 # re-exported for the window's convenience

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -51,6 +52,7 @@ class SidePanel(QScrollArea):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         inner = QWidget()
         self.setWidget(inner)
         lay = QVBoxLayout(inner)
@@ -71,7 +73,7 @@ class SidePanel(QScrollArea):
         self.flag_list.setMaximumHeight(150)
         self.flag_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         fb.addWidget(self.flag_list)
-        self.flag_buttons = QHBoxLayout()
+        self.flag_buttons = QGridLayout()
         fb.addLayout(self.flag_buttons)
         lay.addWidget(self.flag_box)
 
@@ -82,7 +84,7 @@ class SidePanel(QScrollArea):
         self.hist_list.setMaximumHeight(150)
         self.hist_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         hb.addWidget(self.hist_list)
-        self.hist_buttons = QHBoxLayout()
+        self.hist_buttons = QGridLayout()
         hb.addLayout(self.hist_buttons)
         lay.addWidget(self.hist_box)
 
@@ -96,7 +98,7 @@ class SidePanel(QScrollArea):
         self.decision_list.setMaximumHeight(130)
         self.decision_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         bb.addWidget(self.decision_list)
-        self.batch_buttons = QHBoxLayout()
+        self.batch_buttons = QGridLayout()
         bb.addLayout(self.batch_buttons)
         self.permission_note = QLabel()
         self.permission_note.setWordWrap(True)
@@ -107,13 +109,14 @@ class SidePanel(QScrollArea):
         self.setMinimumWidth(260)
 
     @staticmethod
-    def _add_buttons(layout: QHBoxLayout, actions: Sequence[QAction]) -> None:
-        for a in actions:
+    def _add_buttons(layout: QGridLayout, actions: Sequence[QAction]) -> None:
+        """Two buttons per row, so the panel never needs to scroll sideways."""
+        for i, a in enumerate(actions):
             b = QToolButton()
             b.setDefaultAction(a)
             b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-            layout.addWidget(b)
+            layout.addWidget(b, i // 2, i % 2)
 
     def set_actions(self, flag_actions: Sequence[QAction], cell_actions: Sequence[QAction],
                     batch_actions: Sequence[QAction]) -> None:

@@ -53,6 +53,10 @@ class TaskContext:
     def cancelled(self) -> bool:
         return self._task._cancel.is_set()
 
+    @property
+    def cancel_event(self) -> threading.Event:
+        return self._task._cancel
+
     def check(self) -> None:
         """Raise :class:`Cancelled` when the user asked to stop."""
         if self._task._cancel.is_set():
@@ -124,6 +128,10 @@ class Task(QRunnable):
             self.outcome = "cancelled"
             self.signals.cancelled.emit()
         except BaseException as exc:  # noqa: BLE001 - reported to the user as one line
+            if self._cancel.is_set() and isinstance(exc, HitlError):  # the core's own "cancelled" refusal
+                self.outcome = "cancelled"
+                self.signals.cancelled.emit()
+                return
             if not isinstance(exc, HitlError):
                 traceback.print_exc(file=sys.stderr)
             self.outcome, self.error = "failed", error_text(exc)
