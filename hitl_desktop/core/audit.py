@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from json.encoder import encode_basestring  # the C encoder json.dumps uses with ensure_ascii=False
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
@@ -152,6 +152,15 @@ class VerifyReport:
 _BIG = 1 << 62
 
 
+class _Entry(NamedTuple):
+    id: int
+    ts: str
+    user: str
+    action: str
+    target: str | None
+    payload: str
+
+
 def verify_project(project: Any) -> VerifyReport:
     """Check the chain, every signature, and that edits, overrides, batches, decisions, users, policy and sources
     agree with the audit entries that recorded them (both ways). Read-only; one consistent snapshot."""
@@ -178,35 +187,34 @@ def verify_conn(conn: Connection) -> VerifyReport:
     prev = GENESIS
     expected_id = 1
     a = db.audit.c
-    for r in conn.execute(select(a.id, a.ts, a.user, a.action, a.target, a.payload, a.prev_hash, a.hash)
-                          .order_by(a.id)):
-        if r.id != expected_id:
-            bad(expected_id, f"audit entry {expected_id} is missing (next present is {r.id})")
-            hashes.extend([""] * max(0, r.id - expected_id))
-            expected_id = r.id
-        if r.prev_hash != prev:
-            bad(r.id, f"audit entry {r.id} ({r.action}) does not link to its predecessor (chain broken)")
-        if entry_hash(r.id, r.ts, r.user, r.action, r.target, r.payload, r.prev_hash) != r.hash:
-            bad(r.id, f"audit entry {r.id} ({r.action} by {r.user}) was altered: its hash does not match its content")
-        prev = r.hash
-        hashes.append(r.hash)
+    for rid, ts, user, action, target, body, prev_hash, h in conn.execute(
+            select(a.id, a.ts, a.user, a.action, a.target, a.payload, a.prev_hash, a.hash).order_by(a.id)):
+        if rid != expected_id:
+            bad(expected_id, f"audit entry {expected_id} is missing (next present is {rid})")
+            hashes.extend([""] * max(0, rid - expected_id))
+            expected_id = rid
+        if prev_hash != prev:
+            bad(rid, f"audit entry {rid} ({action}) does not link to its predecessor (chain broken)")
+        if entry_hash(rid, ts, user, action, target, body, prev_hash) != h:
+            bad(rid, f"audit entry {rid} ({action} by {user}) was altered: its hash does not match its content")
+        prev = h
+        hashes.append(h)
         expected_id += 1
-        act = r.action
-        if act.startswith("cell."):
-            cells[r.id] = r
-        elif act.startswith("batch.") or act.startswith("model."):
-            decisions_e[r.id] = r
-        elif act in ("project.init", "policy.set") or act.startswith("user."):
-            users_e.append(r)
-        elif act == "source.import":
-            sources_e[r.target] = r
+        if action.startswith("cell."):
+            cells[rid] = _Entry(rid, ts, user, action, target, body)
+        elif action.startswith(("batch.", "model.")):
+            decisions_e[rid] = _Entry(rid, ts, user, action, target, body)
+        elif action in ("project.init", "policy.set") or action.startswith("user."):
+            users_e.append(_Entry(rid, ts, user, action, target, body))
+        elif action == "source.import":
+            sources_e[target] = _Entry(rid, ts, user, action, target, body)
     n_entries = expected_id - 1
     head_id, head_hash = n_entries, hashes[-1] if n_entries else GENESIS
 
     def hash_of(i: int) -> str | None:
         return hashes[i] if 0 < i < len(hashes) else None
 
-    def payload(r: Any) -> dict[str, Any]:
+    def payload(r: _Entry) -> dict[str, Any]:
         try:
             return json.loads(r.payload)
         except ValueError:
@@ -216,27 +224,31 @@ def verify_conn(conn: Connection) -> VerifyReport:
     # 2. edits <-> cell.* entries, and the overrides they imply
     expected_ov: dict[tuple[int, int, str], tuple[str | None, str | None, int]] = {}
     e = db.edits.c
-    for row in conn.execute(select(db.edits).order_by(e.id)):
-        entry = cells.pop(row.audit_id, None) if row.audit_id is not None else None
+    for row in conn.execute(select(e.id, e.batch_id, e.row_id, e.column, e.old_value, e.new_value, e.kind, e.undoes,
+                                   e.reason, e.user, e.ts, e.audit_id).order_by(e.id)):
+        eid, batch_id, row_id, column, old_v, new_v, kind, undoes, reason, user, ts, audit_id = row
+        entry = cells.pop(audit_id, None) if audit_id is not None else None
         if entry is None:
-            bad(row.audit_id, f"edit {row.id} (batch {row.batch_id} row {row.row_id} '{row.column}') has no audit "
-                              f"entry: it was inserted or re-pointed by hand")
+            bad(audit_id, f"edit {eid} (batch {batch_id} row {row_id} '{column}') has no audit "
+                          f"entry: it was inserted or re-pointed by hand")
             continue
         p = payload(entry)
-        want = {"batch": row.batch_id, "row": row.row_id, "column": row.column, "old": row.old_value,
-                "new": row.new_value, "kind": row.kind, "reason": row.reason, "undoes": row.undoes}
-        diff = [k for k, v in want.items() if p.get(k) != v]
-        if entry.user != row.user:
-            diff.append("user")
-        if entry.ts != row.ts:
-            diff.append("ts")
-        if entry.action != f"cell.{row.kind}":
-            diff.append("action")
-        if diff:
-            bad(entry.id, f"edit {row.id} does not match audit entry {entry.id} ({', '.join(diff)} changed: "
-                          f"e.g. {diff[0]} is {want.get(diff[0], getattr(row, diff[0], None))!r} in edits, "
-                          f"{p.get(diff[0], getattr(entry, diff[0], None))!r} in the trail)")
-        expected_ov[(p.get("batch"), p.get("row"), p.get("column"))] = (p.get("new"), p.get("original"), row.id)
+        g = p.get
+        if not (g("batch") == batch_id and g("row") == row_id and g("column") == column and g("old") == old_v
+                and g("new") == new_v and g("kind") == kind and g("reason") == reason and g("undoes") == undoes
+                and entry.user == user and entry.ts == ts and entry.action == "cell." + kind):
+            want = {"batch": batch_id, "row": row_id, "column": column, "old": old_v, "new": new_v, "kind": kind,
+                    "reason": reason, "undoes": undoes}
+            diff = [k for k, v in want.items() if g(k) != v]
+            for k, mine in (("user", user), ("ts", ts), ("action", "cell." + kind)):
+                if getattr(entry, k) != mine:
+                    want[k] = mine
+                    diff.append(k)
+            k = diff[0]
+            trail = g(k) if k in p else getattr(entry, k, None)
+            bad(entry.id, f"edit {eid} does not match audit entry {entry.id} ({', '.join(diff)} changed: "
+                          f"e.g. {k} is {want[k]!r} in edits, {trail!r} in the trail)")
+        expected_ov[(g("batch"), g("row"), g("column"))] = (g("new"), g("original"), eid)
     for aid, entry in cells.items():
         bad(aid, f"audit entry {aid} ({entry.action} by {entry.user}) has no row in edits: the edit was deleted")
 
