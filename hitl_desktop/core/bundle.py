@@ -366,11 +366,11 @@ def _export_tx(project: Project, home: Connection, ids: list[int], to_user: str,
                 d["audit_id"] = aid
                 edit_rows.append(d)
             chain.flush()
+            # only the reviewer can log in and sign away: the others travel as names, roles and public keys
+            secret = ("pw_hash", "kdf", "private_key_enc")
             bc.execute(db.users.insert(), [{
-                **{k: v for k, v in _rowdict(u).items() if k not in ("pw_hash", "kdf", "private_key_enc")},
-                "failed_logins": 0, "locked_until": None,
-                **({"pw_hash": u.pw_hash, "kdf": u.kdf, "private_key_enc": u.private_key_enc}
-                   if u.name == to_user else {})} for u in users])
+                **_rowdict(u), "failed_logins": 0, "locked_until": None,
+                **{k: (getattr(u, k) if u.name == to_user else None) for k in secret}} for u in users])
             bc.execute(db.meta.insert(), [{"key": k, "value": v} for k, v in meta.items()]
                        + [{"key": "bundle_id", "value": bundle_id}])
             bc.execute(db.sources.insert(), [_rowdict(s) for s in sources])
