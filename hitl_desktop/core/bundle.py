@@ -800,10 +800,16 @@ def apply_import(project: Project, path: str | os.PathLike, resolutions: dict[st
             _check_bundle(home, b, bconn, project.project_id)
             plan = _plan(home, b, bconn)
             known = {c.id for c in plan.conflicts}
-            unknown = [c for c in resolutions if c not in known and c not in plan.resolved]
-            if unknown:
-                raise BundleRefused(f"no open conflict {unknown[0]} in this bundle (see `hitl bundle import DIR FILE "
-                                    f"--dry-run`)")
+            for cid, take in list(resolutions.items()):
+                if cid in known:
+                    continue
+                if cid not in plan.resolved:
+                    raise BundleRefused(f"no open conflict {cid} in this bundle (see `hitl bundle import DIR FILE "
+                                        f"--dry-run`)")
+                if plan.resolved[cid] != take:
+                    was = "kept home" if plan.resolved[cid] == "home" else "took away"
+                    raise BundleRefused(f"conflict {cid} was already resolved ({was}); nothing was changed")
+                del resolutions[cid]
             res = _Merger(project, home, bconn, plan, resolutions, user, b.path.name).run()
     finally:
         b.close()
