@@ -248,6 +248,9 @@ class MainWindow(QMainWindow):
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         m.addSeparator()
         m.addAction(self.act_import)
+        from .bundle_dialogs import install_bundle_menu  # offline review bundles (issue 8)
+
+        self.bundle_actions = install_bundle_menu(self, m)
         m.addSeparator()
         m.addAction(self.act_switch_user)
         m.addSeparator()
