@@ -391,7 +391,7 @@ def test_per_batch_user_stage_failure_registers_nothing(proj):
     assert rep.status == "failed" and "failed on batch 4: KeyError" in rep.error
     with proj.read() as conn:
         assert conn.execute(select(db.results).where(db.results.c.stage == "picky")).first() is None
-    assert not [f for f in (proj.path / "cache").rglob("*") if f.is_file() and f.suffix == ".parquet"]
+    assert not [f for f in (proj.path / "cache").rglob("*") if f.is_file() and f.suffix == ".arrow"]
 
 
 # --- cancellation and interruption ---------------------------------------------------------------------------------
@@ -409,7 +409,7 @@ def test_cancel_between_batches_keeps_project_consistent(proj):
     with proj.read() as conn:
         assert conn.execute(select(db.results)).first() is None
         assert conn.execute(select(db.runs.c.status)).scalars().all() == ["cancelled"]
-    assert not [f for f in (proj.path / "cache").rglob("*.parquet")]
+    assert not [f for f in (proj.path / "cache").rglob("*.arrow")]
     assert run_pipeline(proj, user="ann").status == "done"
 
 
@@ -500,7 +500,7 @@ def test_kill_9_mid_run_shows_interrupted_and_nothing_half_written(proj, tmp_pat
         for _ in range(600):
             with proj.read() as conn:
                 r = conn.execute(select(db.runs.c.status)).first()
-            if r is not None and list((proj.path / "cache").rglob("*.parquet")):
+            if r is not None and list((proj.path / "cache").rglob("*.arrow")):
                 break
             time.sleep(0.05)
         else:

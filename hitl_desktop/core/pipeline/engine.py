@@ -608,9 +608,10 @@ class _Run:
         finally:
             units.close()
         t_reg = time.perf_counter()
-        self.store.sync_dirs(written)
+        self.store.make_durable(written)
         manifest = {"step": sp.name, "stage": sp.stage.name, "units": {str(b): k for b, k in sp.units.items()}}
         minfo = self.store.write(sp.key, "manifest", manifest)
+        self.store.make_durable([minfo["path"]])
         seconds = time.perf_counter() - t0
         with self.project.write() as conn:
             self._register_many(conn, sp, [(res["key"], res, sp_kind(sp), sp.unit_inputs[bid], res["compute"])
@@ -741,7 +742,7 @@ class _Run:
         t_w = time.perf_counter()
         try:
             info = self.store.write(sp.key, kind, out)
-            self.store.sync_dirs([info["path"]])
+            self.store.make_durable([info["path"]])
         except Exception as exc:
             self._fail(sp, f"could not store the result of step '{sp.name}': {type(exc).__name__}: "
                        f"{_first_line(exc)}", t0, [])

@@ -139,8 +139,16 @@ def _executor() -> Any:
 
     with _proc_lock:
         if _proc_executor is None:
-            _proc_executor = ProcessPoolExecutor(max_workers=1)
+            _proc_executor = ProcessPoolExecutor(max_workers=1, initializer=_keep_worker)
         return _proc_executor
+
+
+def _keep_worker() -> None:
+    """In the fit worker: turn off loky's "memory leak" restart, which a large training matrix triggers every call
+    (a restart re-imports scikit-learn, seconds per call). The worker lives until cancel or exit."""
+    from joblib.externals.loky import process_executor
+
+    process_executor._USE_PSUTIL = False
 
 
 def _kill_executor() -> None:
