@@ -125,3 +125,13 @@ def test_conflict_dialog_keep_all_home(qtbot, tmp_path):
     assert set(dlg.resolutions().values()) == {"away"}
     assert dlg.table.item(1, 1).text() == "approved by ann"
     assert dlg.table.horizontalHeaderItem(1).text().startswith("Home")
+
+
+def test_window_opens_a_bundle_as_a_project(qtbot, tmp_path):
+    from hitl_desktop.core import bundle as BD
+
+    path, ids = make_review_project(tmp_path)
+    with Project.open(path) as hp:
+        BD.export(hp, [ids["b2"]], "ann", tmp_path / "r.hitlreview", "ann", password=ANN_PW)
+    win = open_window(qtbot, str(tmp_path / "r.hitlreview"))  # what `hitl-desktop r.hitlreview` does
+    assert win.project.is_bundle and win.batch_id == ids["b2"] and win.model.total_row_count() == 3
