@@ -63,11 +63,14 @@ def main() -> None:
               f"ratio {t_last / base:.2f}x (target <= 1.2x)")
 
         bk = cold.bookkeeping
-        book = bk.get("plan", 0) + bk.get("write", 0) + bk.get("register", 0) + bk.get("prepare", 0)
+        parent = bk.get("plan", 0) + bk.get("write", 0) + bk.get("register", 0) + bk.get("prepare", 0)
+        workers = bk.get("write_workers", 0)
+        book = parent + workers / 2  # per-batch writes happen inside the 2 workers, in parallel
         detail = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(bk.items()))
-        print(f"3. cache bookkeeping in the cold run (keys+lookups+file checks, writes incl. workers' summed, "
-              f"registration): {book:.2f} s | cold run {t_cold:.2f} s | ratio {book / t_cold:.1%} (target <= 10%)"
-              f"\n   [{detail}; 'load' = reading stage inputs back from the cache, "
+        print(f"3. cache bookkeeping in the cold run (keys, lookups, file checks, writes, registration; workers' "
+              f"writes / 2 workers): {book:.2f} s | cold run {t_cold:.2f} s | ratio {book / t_cold:.1%} "
+              f"(target <= 10%)\n   [{detail}; counting workers' writes summed, not divided: "
+              f"{(parent + workers) / t_cold:.1%}; 'load' = reading stage inputs back from the cache, "
               f"{bk.get('load', 0) / t_cold:.1%} of cold, counted as work]")
 
         # per-batch stage alone, same work twice under different keys (a parameter that changes no work)

@@ -588,7 +588,7 @@ class _Run:
                                f"{res['error']}", t0, written)
                 written.append(res["path"])
                 self.store.remember(res["path"], res["sha256"], res["stat"])
-                self.timer.add("write", res["seconds"])
+                self.timer.add("write_workers", res["seconds"])
                 compute += res["compute"]
                 done[res["batch_id"]] = res
                 progress(len(done) / max(1, len(tasks)), f"batch {len(done)}/{len(tasks)}")

@@ -73,11 +73,21 @@ def _dask_client(address: str) -> Any:
         return c
 
 
-def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any], threads: int) -> list[Any]:
-    from threadpoolctl import threadpool_limits
+_capped: dict[int, int] = {}
 
-    with threadpool_limits(limits=threads):
-        return [fn(t) for t in chunk]
+
+def _cap_threads(threads: int) -> None:
+    """Cap BLAS/OpenMP pools in this worker process once (threadpoolctl scans the loaded libraries: not per task)."""
+    if _capped.get(os.getpid()) != threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
+        _capped[os.getpid()] = threads
+
+
+def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any], threads: int) -> list[Any]:
+    _cap_threads(threads)
+    return [fn(t) for t in chunk]
 
 
 def chunked(items: list[Any], n_jobs: int, max_chunk: int = 16) -> list[list[Any]]:
@@ -97,10 +107,13 @@ def run_units(fn: Callable[[Any], Any], tasks: list[Any], cfg: ParallelConfig,
     if not tasks:
         return
     if cfg.n_jobs == 1 or cfg.backend == "sequential" or len(tasks) == 1:
-        for t in tasks:
-            if cancel.is_set():
-                raise Cancelled()
-            yield from _run_chunk(fn, [t], cfg.threads_per_worker)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=cfg.threads_per_worker):  # in this process: restored afterwards
+            for t in tasks:
+                if cancel.is_set():
+                    raise Cancelled()
+                yield fn(t)
         return
     from joblib import Parallel, delayed, parallel_config
 
