@@ -535,6 +535,14 @@ class _Run:
         except _StepError as exc:
             status = "failed"
             error = str(exc)
+        except BaseException as exc:  # an engine or database failure: record it, then let it surface
+            seconds = time.perf_counter() - t_start
+            try:
+                self._finish_record("failed", f"{type(exc).__name__}: {_first_line(exc)}", seconds)
+            except Exception:
+                pass  # the record stays 'running' and is shown as interrupted once this process ends
+            self.store.save()
+            raise
         seconds = time.perf_counter() - t_start
         self._finish_record(status, error, seconds)
         self.store.save()
