@@ -67,7 +67,7 @@ def test_keyboard_review_flow_end_to_end(qtbot, project, errors):
     win.view.setCurrentIndex(win.model.index(0, 0))
     key(qtbot, win, Qt.Key.Key_F8, wait_write=False)
     assert win.current_cell() == (1, "island")
-    assert "near-miss" in win.side.flag_list.item(0).text()
+    qtbot.waitUntil(lambda: "near-miss" in win.side.flag_list.item(0).text(), timeout=3000)
 
     # accept the suggestion: Ctrl+Return
     key(qtbot, win, Qt.Key.Key_Return, CTRL)
@@ -113,8 +113,8 @@ def test_keyboard_review_flow_end_to_end(qtbot, project, errors):
     assert not errors
 
     # approve: ann edited the batch, so four-eyes keeps her from approving (greyed out with the reason)
+    qtbot.waitUntil(lambda: "four-eyes" in win.side.permission_note.text(), timeout=3000)
     assert not win.act_approve.isEnabled()
-    assert "four-eyes" in win.side.permission_note.text()
 
     # bob approves with the signature dialog: a wrong password is refused inside the dialog, then he signs
     win.user = "bob"

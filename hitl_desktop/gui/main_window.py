@@ -40,7 +40,7 @@ from ..core.project import Project
 from ..core.sources import get_source, import_file
 from . import services
 from .batch_queue import BatchQueue
-from .batch_table import BatchTableView
+from .review_view import ReviewTableView
 from .dialogs import DismissDialog, ShortcutsDialog, SignatureDialog, UserDialog, show_error
 from .import_dialog import FILE_FILTER, ImportDialog
 from .run_panel import RunPanel
@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
         self._load_gen = 0
         self._pending_focus: tuple[int, str | None] | None = None
         self._pending_writes = 0
+        self._panel_batch_dirty = False
         self._charts_dirty = True
         self._audit_dirty = True
         #: asks a yes/no question; tests replace it
@@ -105,6 +106,12 @@ class MainWindow(QMainWindow):
         self._queue_timer.setSingleShot(True)
         self._queue_timer.setInterval(150)
         self._queue_timer.timeout.connect(self.refresh_queue)
+        # the side panel follows the current cell a moment later: the table repaints first, and moving quickly
+        # through cells costs one panel refresh, not one per step
+        self._panel_timer = QTimer(self)
+        self._panel_timer.setSingleShot(True)
+        self._panel_timer.setInterval(20)
+        self._panel_timer.timeout.connect(self._refresh_panels)
         self._update_actions()
         if project_path:
             QTimer.singleShot(0, lambda: self.open_project(project_path, batch=batch))
@@ -116,7 +123,7 @@ class MainWindow(QMainWindow):
 
         self.model = BatchTableModel(pd.DataFrame())
         self.model.editRequested.connect(self._on_edit_requested)
-        self.view = BatchTableView()
+        self.view = ReviewTableView()
         self.view.setModel(self.model)
         self.view.selectionModel().currentChanged.connect(self._current_changed)
         self.model.viewRowsChanged.connect(self._rows_changed)
@@ -551,8 +558,15 @@ class MainWindow(QMainWindow):
         return out
 
     def _current_changed(self, _cur: QModelIndex, _prev: QModelIndex) -> None:
-        self._update_side_panel()
         self._update_actions()
+        self._panel_timer.start()
+
+    def _refresh_panels(self, batch_too: bool = False) -> None:
+        if batch_too or self._panel_batch_dirty:
+            self._panel_batch_dirty = False
+            self._show_batch_panel()
+            self._update_actions()
+        self._update_side_panel()
 
     def _update_side_panel(self) -> None:
         cell = self.current_cell()
@@ -705,8 +719,8 @@ class MainWindow(QMainWindow):
             self.model.update_flags(self._flag_map(rows), row_ids=rows)
         if focus and e is not None:
             self._focus_cell(e.row_id, e.column)
-        self._show_batch_panel()  # who may approve can change with an edit (four-eyes)
-        self._update_side_panel()
+        self._panel_batch_dirty = True  # who may approve can change with an edit (four-eyes)
+        self._panel_timer.start()
         self._update_actions()
         self._charts_dirty = self._audit_dirty = True
         self._schedule_queue_refresh()
