@@ -702,11 +702,10 @@ class MainWindow(QMainWindow):
             self._schedule_queue_refresh()
             self.writeApplied.emit(res)
             return
-        rows: set[int] = set()
+        rows: set[int] = set()  # rows whose flags changed
         e = res.edit
         if e is not None:
             self.model.update_cell(e.row_id, e.column, self._typed(e.column, e.new_value), self._typed(e.column, e.original))
-            rows.add(e.row_id)
             if self.batch is not None:
                 self.batch.content_hash = e.content_hash
                 if e.status != self.batch.status:
