@@ -110,7 +110,7 @@ class BatchQueueModel(QAbstractTableModel):
                 return f"risk {b.risk:.0f} (open flags weighted high 3, medium 2, low 1)"
             return f"batch {b.id}: {b.source}, data rows {b.start_row + 1}–{b.start_row + b.rows}"
         if c == 0:
-            return f"#{b.id}  rows {b.start_row + 1}–{b.start_row + b.rows}"
+            return f"#{b.id} · {b.start_row + 1}–{b.start_row + b.rows}"
         if c == 1:
             return b.status.replace("_", " ")
         if c == 2:
@@ -162,7 +162,7 @@ class BatchQueue(QWidget):
         hh = self.view.horizontalHeader()
         hh.setStretchLastSection(True)
         avg = self.fontMetrics().averageCharWidth()
-        for col, chars in enumerate((17, 9, 5, 8, 5, 7)):
+        for col, chars in enumerate((16, 9, 5, 8, 5, 7)):
             hh.resizeSection(col, avg * chars + 12)
         lay.addWidget(self.view)
         self.filter.currentIndexChanged.connect(lambda _i: self.model.set_filter(self.filter.currentData()))

@@ -257,7 +257,7 @@ class ChartsTab(QWidget):
 
         miss = data.get("missing", {})
         barh(axes[0, 0], list(miss), list(miss.values()), accent, "Missing values per column (this batch)",
-             "no batch open")
+             "no missing values in this batch" if miss else "no batch open")
         dist = data.get("dist")
         ax = axes[0, 1]
         if dist and dist[0] == "hist" and len(dist[2]):
