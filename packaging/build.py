@@ -319,13 +319,14 @@ def deb_control(version: str, installed_kb: int) -> str:
         "Priority: optional",
         f"Architecture: {deb_arch()}",
         f"Installed-Size: {installed_kb}",
-        # Qt's xcb platform plugin links these system libraries (PyInstaller does not bundle them).
-        "Depends: libc6, libgl1, libegl1, libfontconfig1, libfreetype6, libxkbcommon0, libxkbcommon-x11-0, "
-        "libdbus-1-3, libglib2.0-0 | libglib2.0-0t64, libx11-6, libx11-xcb1, libxcb1, libxcb-cursor0, "
-        "libxcb-icccm4, libxcb-keysyms1, libxcb-shape0, libxcb-xinerama0 | libxcb-xinput0, libxcb-randr0, "
-        "libxcb-render-util0, libxcb-image0",
+        # The system libraries the bundle links (readelf NEEDED of every bundled ELF file, minus what it carries).
+        "Depends: libc6, libstdc++6, libgcc-s1, libgl1, libegl1, libfontconfig1, libfreetype6, "
+        "libglib2.0-0 | libglib2.0-0t64, libdbus-1-3, libzstd1, libx11-6, libx11-xcb1, libxcb1, libxcb-glx0, "
+        "libxcb-randr0, libxcb-render0, libxcb-shape0, libxcb-shm0, libxcb-sync1, libxcb-xfixes0, libxcb-icccm4, "
+        "libxcb-keysyms1, libxcb-cursor0, libxkbcommon0, libxkbcommon-x11-0",
+        # Qt's Wayland platform plugin; without them Qt falls back to X11 (XWayland).
+        "Recommends: libwayland-client0, libwayland-cursor0, libwayland-egl1",
         "Maintainer: hitl-desktop maintainers <hitl-desktop@localhost>",
-        "Homepage: https://localhost/hitl-desktop",
         "Description: Human-in-the-loop review of ML training data",
         " Review machine-learning training data in batches: the machine flags suspicious values",
         " and likely label errors, a person corrects them and approves or rejects each batch",

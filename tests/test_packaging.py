@@ -88,6 +88,30 @@ def test_staging_lays_out_package_like_a_wheel(tmp_path):
     assert not any(name.endswith(".pyc") for name, _ in dests)
 
 
+def test_app_imports_nothing_the_bundle_excludes():
+    """A module the app imports must not be in build.EXCLUDES (e.g. a newly used Qt module such as QtPrintSupport):
+    the frozen program would fail where the tests (run from source) pass. Optional extras are allowed."""
+    import ast
+
+    optional = {"distributed", "dask"}  # the optional Dask backend: imported in a try, says "pip install ..."
+    excluded = set(hb.EXCLUDES)
+    offenders = []
+    for path in (ROOT / "hitl_desktop").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                parts = name.split(".")
+                hit = next((".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in excluded),
+                           None)
+                if hit and parts[0] not in optional:
+                    offenders.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not offenders, f"imported but excluded from the bundle (packaging/build.py EXCLUDES): {offenders}"
+
+
 def test_prune_patterns():
     toc = [("pyarrow/libarrow_flight.so.2600", "x", "BINARY"), ("pyarrow/libarrow.so.2600", "x", "BINARY"),
            ("PySide6/Qt/plugins/platforms/libqxcb.so", "x", "BINARY"),
@@ -159,6 +183,47 @@ def test_linux_bundle_outputs_and_size(built):
     assert "./usr/share/applications/hitl-desktop.desktop" in contents
     assert "./usr/share/icons/hicolor/256x256/apps/hitl-desktop.png" in contents
     assert "root/root" in contents.splitlines()[0]
+
+
+def _is_elf(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"\x7fELF"
+
+
+GLIBC = {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "ld-linux-x86-64.so.2",
+         "ld-linux-aarch64.so.1", "libutil.so.1", "libresolv.so.2"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_deb_depends_cover_the_system_libraries(built):
+    """Every library a bundled ELF file needs is bundled, or its Debian package is in Depends/Recommends."""
+    if shutil.which("readelf") is None:
+        pytest.skip("readelf (binutils) not installed")
+    folder = built["folder"]
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+             and (".so" in p.name or p.parent == folder) and _is_elf(p)]
+    bundled = {p.name for p in folder.rglob("*") if ".so" in p.name}
+    needed: set[str] = set()
+    for f in files:
+        out = subprocess.run(["readelf", "-d", str(f)], capture_output=True, text=True).stdout
+        needed.update(line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line)
+    external = needed - bundled - GLIBC
+    control = hb.deb_control(PYPROJECT_VERSION, 0)
+    declared = set()
+    for line in control.splitlines():
+        if line.startswith(("Depends:", "Recommends:")):
+            declared.update(alt.strip().split()[0] for dep in line.split(":", 1)[1].split(",")
+                            for alt in dep.split("|"))
+    undeclared = []
+    for lib in sorted(external):
+        q = subprocess.run(["dpkg", "-S", f"*/{lib}"], capture_output=True, text=True)
+        if q.returncode != 0:
+            continue  # not installed here: cannot map it to a package
+        pkgs = {entry.split(":")[0] for entry in q.stdout.splitlines()}
+        if not pkgs & declared:
+            undeclared.append(f"{lib} ({', '.join(sorted(pkgs))})")
+    assert not undeclared, f"add to Depends in packaging/build.py: {undeclared}"
 
 
 @pytest.mark.slow
