@@ -22,7 +22,6 @@ AppName={#AppName}
 AppVersion={#AppVersion}
 AppVerName={#AppName} {#AppVersion}
 AppPublisher=hitl-desktop
-VersionInfoVersion={#AppVersion}
 ; Per-user install: {autopf} resolves to %LOCALAPPDATA%\Programs, shortcuts go to the user's Start menu.
 PrivilegesRequired=lowest
 PrivilegesRequiredOverridesAllowed=dialog
