@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util as _ilu
 import os
 import statistics
 import subprocess
@@ -27,8 +28,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "packaging"))
-import build as hb  # noqa: E402
+_spec = _ilu.spec_from_file_location("hitl_packaging_build", ROOT / "packaging" / "build.py")
+hb = _ilu.module_from_spec(_spec)
+sys.modules["hitl_packaging_build"] = hb
+_spec.loader.exec_module(hb)  # packaging/build.py, loaded by path (`build` is also a PyPI package's name)
 
 START_TARGET_S = 2.0
 SIZE_TARGET_MB = 200
