@@ -15,6 +15,7 @@ import pandas as pd
 
 from .stage import Param, Stage, StageContext
 
+_ARROW_STR = pd.StringDtype("pyarrow")
 FLAG_COLUMNS = ["row_id", "column", "kind", "severity", "score", "message", "suggestion", "value_key"]
 SEVERITY_SCORE = {"high": 1.0, "medium": 0.6, "low": 0.3}
 
@@ -123,7 +124,8 @@ class Clean(Stage):
             if params["coerce_numeric"] and info.raw and info.logical in ("integer", "float"):
                 df[c] = pd.to_numeric(df[c].astype("string").str.strip(), errors="coerce").astype("float64")
             elif params["strip_text"] and (df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype)):
-                df[c] = df[c].astype("string").str.strip().replace("", pd.NA).astype(object)
+                t = df[c].astype(_ARROW_STR).str.strip()  # Arrow-backed: stored without conversion
+                df[c] = t.mask(t == "")
         keep = np.ones(len(df), dtype=bool)
         if params["drop_missing_label"] and label and label in df.columns:
             keep &= df[label].notna().to_numpy()
