@@ -677,7 +677,12 @@ class MainWindow(QMainWindow):
     # ================================================================================================ writes
     def run_write(self, name: str, fn: Callable[[], Any], on_done: Callable[[Any], None],
                   on_error: Callable[[str], None] | None = None) -> None:
-        """Run one core write on the writer thread; apply its result on the GUI thread."""
+        """Run one core write on the writer thread; apply its result on the GUI thread.
+
+        Always off the GUI thread, even for one cell: a durable commit waits for fsync, which a busy disk can
+        stretch to seconds (measured here while another process wrote a large file), and the window must not
+        freeze for that.
+        """
         self._pending_writes += 1
         self.status_save.setText("saving…")
 

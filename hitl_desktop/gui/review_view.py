@@ -6,7 +6,8 @@ one-row range repaints only that row's strip (its editors, if any, are refreshed
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QRect
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtWidgets import QAbstractScrollArea
 
 from .batch_table import BatchTableView
 
@@ -21,3 +22,19 @@ class ReviewTableView(BatchTableView):
                 self.viewport().update(QRect(0, y, self.viewport().width(), self.rowHeight(top_left.row())))
             return
         super().dataChanged(top_left, bottom_right, roles)
+
+    def focusInEvent(self, event):  # noqa: N802 (Qt API)
+        """Repaint only the current cell on focus-in (its focus frame), not the whole viewport.
+
+        QAbstractItemView.focusInEvent updates the entire viewport; after every committed edit the focus returns
+        from the editor to the view, which cost a second full repaint per keyboard edit. Selection colours follow
+        the window's activation, not the view's focus, so nothing else needs repainting.
+        """
+        current = self.currentIndex()
+        if not current.isValid():
+            super().focusInEvent(event)
+            return
+        QAbstractScrollArea.focusInEvent(self, event)
+        self.setAttribute(Qt.WidgetAttribute.WA_InputMethodEnabled,
+                          bool(current.flags() & Qt.ItemFlag.ItemIsEditable))
+        self.viewport().update(self.visualRect(current))
