@@ -579,3 +579,19 @@ def test_stage_param_declaration_is_checked():
     assert p.validate("s", "k", 5) == 5
     with pytest.raises(ParamError):
         p.validate("s", "k", True)
+
+
+def test_cancel_reaches_loky_workers_between_units(proj):
+    token = CancelToken()
+    seen = []
+
+    def obs(e):
+        if e.kind == "progress" and e.step == "validate" and (e.fraction or 0) > 0:
+            seen.append(e.fraction)
+            token.cancel()
+
+    rep = run_pipeline(proj, user="ann", observer=obs, cancel=token, n_jobs=2, backend="loky")
+    assert rep.status == "cancelled" and rep.step("validate").outcome == "cancelled"
+    with proj.read() as conn:
+        assert conn.execute(select(db.results)).first() is None
+    assert not list((proj.path / "cache" / "tmp").glob("*cancel*"))

@@ -132,6 +132,9 @@ class Plan:
         self.scope = _scope(project, spec)
         self.steps: dict[str, StepPlan] = {}
         self.registered: dict[str, Any] = {}
+        #: step -> the stage's plan-time context (`Stage.plan_context`: project state such as a schema or rules
+        #: that the stage reads besides its inputs); part of the cache key, passed to the stage as inputs["context"]
+        self.contexts: dict[str, Any] = {}
         self._compute_keys()
 
     def _compute_keys(self) -> None:
@@ -140,6 +143,13 @@ class Plan:
         for name, rs in self.resolved.items():
             st = rs.stage
             head = {"stage": st.name, "version": st.version, "code": st.code_hash(), "params": rs.params}
+            ctx_fn = getattr(st, "plan_context", None)
+            ctx_json = ctx_fn(self.project, sc.source, rs.params) if ctx_fn is not None else None
+            ctx_keys = None
+            if ctx_json is not None:
+                self.contexts[name] = ctx_json
+                ctx_keys = {k: _h(v) for k, v in sorted(ctx_json.items())}
+                head["context"] = ctx_keys
             if st.per_batch:
                 units: dict[int, str] = {}
                 unit_inputs: dict[int, dict[str, Any]] = {}
@@ -153,6 +163,8 @@ class Plan:
                              for inp, up in rs.inputs.items() if up is not None}
                 inputs_json = {"source": src, "batches": {str(b.id): b.content_hash for b in sc.batches},
                                "units": {str(k): v for k, v in units.items()}, "upstream": ups_steps}
+                if ctx_keys is not None:
+                    inputs_json["context"] = ctx_keys
                 key = _h({**head, "units": [units[b.id] for b in sc.batches]})
                 self.steps[name] = StepPlan(name, rs, key, rs.params, st.code_hash(), inputs_json, units, unit_inputs)
             else:
@@ -174,6 +186,8 @@ class Plan:
                         key_ups[inp] = upp.key
                 content = {str(b.id): b.content_hash for b in sc.batches if b.id in set(selected)}
                 inputs_json = {"source": src, "selected": content, "upstream": ups}
+                if ctx_keys is not None:
+                    inputs_json["context"] = ctx_keys
                 key = _h({**head, "source": [src["sha256"], src["options_key"]], "selected": sorted(content.values()),
                           "inputs": key_ups})
                 self.steps[name] = StepPlan(name, rs, key, rs.params, st.code_hash(), inputs_json, selected=selected)
@@ -359,6 +373,7 @@ class _UnitTask:
     cache_root: str
     kind: str
     want_flags: bool
+    context: Any = None
 
 
 _readers: dict[str, Any] = {}
@@ -387,6 +402,8 @@ def _unit_worker(t: _UnitTask) -> dict[str, Any]:
                                            "columns": t.source.columns, "label": t.source.label}}
         if "batch" in t.stage.inputs:
             inputs["batch"] = _load_batch_frame(t)
+        if t.context is not None:
+            inputs["context"] = t.context
         for inp, (rel, sha, kind) in t.upstream.items():
             path = os.path.join(t.cache_root, rel)
             try:
@@ -587,7 +604,10 @@ class _Run:
         written: list[str] = []
         done: dict[int, dict[str, Any]] = {}
         compute = 0.0
-        units = parallel.run_units(_unit_worker, tasks, self.cfg, self.cancel.event)
+        stop_file = self.store.root / "tmp" / f"{os.getpid()}-cancel-{self.run_id}"
+        stop_file.parent.mkdir(parents=True, exist_ok=True)
+        remove_hook = self.cancel.on_cancel(lambda: stop_file.touch())
+        units = parallel.run_units(_unit_worker, tasks, self.cfg, self.cancel.event, str(stop_file))
         try:
             for res in units:
                 if "error" in res:
@@ -615,6 +635,11 @@ class _Run:
                        f"{_first_line(exc)}", t0, written)
         finally:
             units.close()
+            remove_hook()
+            try:
+                stop_file.unlink()
+            except OSError:
+                pass
         t_reg = time.perf_counter()
         self.store.make_durable(written)
         manifest = {"step": sp.name, "stage": sp.stage.name, "units": {str(b): k for b, k in sp.units.items()}}
@@ -626,7 +651,8 @@ class _Run:
                                            for bid, res in done.items()])
             self._register(conn, sp.key, sp, minfo, "manifest", sp.inputs_json, seconds)
             if getattr(sp.stage, "stores_flags", False):
-                _store_flags(conn, {bid: res["flags"] for bid, res in done.items()}, self.run_id)
+                _store_flags(conn, {bid: res["flags"] for bid, res in done.items()}, self.run_id,
+                             *_flag_scope(sp.stage))
             o = StepOutcome(sp.name, sp.stage.name, "computed", sp.key, seconds, len(done), reused, sp.notes)
             self.outcomes.append(o)
             self._progress_record(conn)
@@ -668,7 +694,7 @@ class _Run:
                 ups[inp] = reg[k]
             tasks.append(_UnitTask(sp.name, sp.stage, sp.params, sp.units[bid], bid, b.seq, b.row_id_start, b.rows,
                                    data_path, sc.source, ov.get(bid, []), ups, str(self.store.root), kind,
-                                   bool(getattr(sp.stage, "stores_flags", False))))
+                                   bool(getattr(sp.stage, "stores_flags", False)), self.plan.contexts.get(sp.name)))
         return tasks
 
     # -- whole --
@@ -689,6 +715,10 @@ class _Run:
         sc = self.plan.scope
         inputs: dict[str, Any] = {"meta": {"source_id": sc.source.id, "columns": sc.source.columns,
                                            "label": sc.source.label, "batches": list(sp.selected)}}
+        if sp.name in self.plan.contexts:
+            inputs["context"] = self.plan.contexts[sp.name]
+        if getattr(sp.stage, "wants_previous", False):
+            inputs["previous"] = self._previous(sp)
         for inp, up in sp.rs.inputs.items():
             upp = self.plan.steps[up]
             if upp.per_batch:
@@ -713,6 +743,16 @@ class _Run:
             else:
                 inputs[inp] = self._load(upp.key)[inp]
         return inputs
+
+    def _previous(self, sp: StepPlan) -> Any:
+        """The last result of this step in this pipeline (an incremental stage decides what to redo), or None."""
+        ok = _last_steps(self.project, self.spec.name).get(sp.name, {}).get("ok")
+        if not ok or not ok.get("key"):
+            return None
+        try:
+            return self._load(ok["key"])
+        except Exception:  # gone or corrupted: the stage starts afresh
+            return None
 
     def _run_whole(self, sp: StepPlan) -> None:
         t0 = time.perf_counter()
@@ -746,6 +786,9 @@ class _Run:
         compute = time.perf_counter() - t_c
         if self.cancel.is_cancelled:
             raise Cancelled()
+        sp.notes = list(sp.notes) + list(getattr(ctx, "notes", []))
+        for note in getattr(ctx, "notes", []):
+            self.emit("notice", sp.name, sp.stage.name, message=note)
         kind = result_kind(dict(sp.stage.outputs))
         t_w = time.perf_counter()
         try:
@@ -759,6 +802,8 @@ class _Run:
         seconds = time.perf_counter() - t0
         with self.project.write() as conn:
             self._register(conn, sp.key, sp, info, kind, sp.inputs_json, compute)
+            if getattr(sp.stage, "stores_flags", False):
+                _store_whole_flags(conn, out["flags"], sp.selected, self.run_id, *_flag_scope(sp.stage))
             self.outcomes.append(StepOutcome(sp.name, sp.stage.name, "computed", sp.key, seconds, 1, 0, sp.notes))
             self._progress_record(conn)
         self.timer.add("register", time.perf_counter() - t_r)
@@ -781,21 +826,69 @@ def _first_line(exc: BaseException) -> str:
     return s.splitlines()[0][:300] if s else "(no message)"
 
 
-def _store_flags(conn, flags_by_batch: dict[int, list[tuple] | None], run_id: int) -> None:
-    """Replace the open machine flags of re-checked batches; a dismissed flag stays dismissed while its value does."""
+def _flag_scope(stage: Stage) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """(only, exclude): the flag kinds a flag-storing stage owns. Several stages may store flags (per-batch cell
+    checks, whole-project duplicates and labels); each replaces only its own kinds."""
+    only = getattr(stage, "flag_kinds", None)
+    return (tuple(only) if only is not None else None), tuple(getattr(stage, "flag_kinds_exclude", ()) or ())
+
+
+def _kind_filter(F, only: tuple[str, ...] | None, exclude: tuple[str, ...]):
+    conds = []
+    if only is not None:
+        conds.append(F.c.kind.in_(only))
+    if exclude:
+        conds.append(F.c.kind.not_in(exclude))
+    return conds
+
+
+def _store_whole_flags(conn, flags: pd.DataFrame, batch_ids: list[int], run_id: int,
+                       only: tuple[str, ...] | None, exclude: tuple[str, ...]) -> None:
+    """Flags of a whole-data stage (a table with `batch_id` + FLAG_COLUMNS) for every selected batch."""
+    by: dict[int, list[tuple]] = {int(b): [] for b in batch_ids}
+    if len(flags):
+        for bid, *rest in flags[["batch_id"] + FLAG_COLUMNS].itertuples(index=False, name=None):
+            by.setdefault(int(bid), []).append(tuple(rest))
+    _store_flags(conn, by, run_id, only, exclude, keep_same=True)
+
+
+def _store_flags(conn, flags_by_batch: dict[int, list[tuple] | None], run_id: int,
+                 only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (), keep_same: bool = False) -> None:
+    """Replace the open machine flags of re-checked batches; a dismissed flag stays dismissed while its value does.
+
+    `only`/`exclude` limit this to the kinds the storing stage owns. With `keep_same`, an open flag that is found
+    again (same row, column, kind and value) keeps its id (a whole-data stage re-checks every batch each run).
+    """
     F = db.flags
     bids = [b for b, f in flags_by_batch.items() if f is not None]
     kept: set[tuple] = set()
+    same: set[tuple] = set()
+    scope = _kind_filter(F, only, exclude)
     for i in range(0, len(bids), 500):
         part = bids[i:i + 500]
         kept.update((r.batch_id, r.row_id, r.column, r.kind, r.value_key) for r in conn.execute(
             select(F.c.batch_id, F.c.row_id, F.c.column, F.c.kind, F.c.value_key)
-            .where(and_(F.c.batch_id.in_(part), F.c.status != "open"))))
-        conn.execute(delete(F).where(and_(F.c.batch_id.in_(part), F.c.status == "open", F.c.run_id.is_not(None))))
+            .where(and_(F.c.batch_id.in_(part), F.c.status != "open", *scope))))
+        if keep_same:
+            new = {(b, int(f[0]), f[1], f[2], f[7]) for b in part for f in flags_by_batch[b]}
+            drop = []
+            for r in conn.execute(select(F.c.id, F.c.batch_id, F.c.row_id, F.c.column, F.c.kind, F.c.value_key)
+                                  .where(and_(F.c.batch_id.in_(part), F.c.status == "open", F.c.run_id.is_not(None),
+                                              *scope))):
+                k = (r.batch_id, r.row_id, r.column, r.kind, r.value_key)
+                if k in new and k not in same:
+                    same.add(k)
+                else:
+                    drop.append(r.id)
+            for j in range(0, len(drop), 500):
+                conn.execute(delete(F).where(F.c.id.in_(drop[j:j + 500])))
+        else:
+            conn.execute(delete(F).where(and_(F.c.batch_id.in_(part), F.c.status == "open", F.c.run_id.is_not(None),
+                                              *scope)))
     rows = []
     for bid in bids:
         for row_id, column, kind, severity, score, message, suggestion, vkey in flags_by_batch[bid]:
-            if (bid, row_id, column, kind, vkey) in kept:
+            if (bid, row_id, column, kind, vkey) in kept or (bid, int(row_id), column, kind, vkey) in same:
                 continue
             rows.append(dict(batch_id=bid, row_id=int(row_id), column=column, kind=kind, severity=severity,
                              score=float(score), message=message, suggestion=suggestion, status="open",
@@ -909,6 +1002,10 @@ def stale_reasons(project: Project, prev: Any, sp: StepPlan) -> list[str]:
             why.append(f"import options changed: {od}")
         reasons.append(f"source version changed: {_source_line(project, os_)} -> {_source_line(project, ns_)} "
                        f"({'; '.join(why)})")
+    oc, nc = old_i.get("context") or {}, new_i.get("context") or {}
+    for k in sorted(set(oc) | set(nc)):
+        if oc.get(k) != nc.get(k):
+            reasons.append(f"{k.replace('_', ' ')} changed")
     if sp.per_batch:
         if not source_changed:
             d = _diff_batches(old_i.get("batches", {}), new_i.get("batches", {}))

@@ -58,9 +58,32 @@ class CancelToken:
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
 
     def cancel(self) -> None:
-        self.event.set()
+        with self._lock:
+            self.event.set()
+            callbacks = list(self._callbacks)
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                pass
+
+    def on_cancel(self, cb: Callable[[], None]) -> Callable[[], None]:
+        """Call `cb` when cancelled (at once if already); returns a function removing it."""
+        with self._lock:
+            self._callbacks.append(cb)
+            already = self.event.is_set()
+        if already:
+            cb()
+
+        def remove() -> None:
+            with self._lock:
+                if cb in self._callbacks:
+                    self._callbacks.remove(cb)
+        return remove
 
     @property
     def is_cancelled(self) -> bool:

@@ -85,24 +85,32 @@ def _cap_threads(threads: int) -> None:
         _capped[os.getpid()] = threads
 
 
-def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any], threads: int) -> list[Any]:
+def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any], threads: int, stop_file: str | None = None) -> list[Any]:
+    """Run a chunk of units in a worker; stop early (between units) once `stop_file` exists (a cancel)."""
     _cap_threads(threads)
-    return [fn(t) for t in chunk]
+    out = []
+    for t in chunk:
+        if stop_file is not None and os.path.exists(stop_file):
+            break
+        out.append(fn(t))
+    return out
 
 
-def chunked(items: list[Any], n_jobs: int, max_chunk: int = 16) -> list[list[Any]]:
-    """Small chunks (cancellation is checked between them), at least ~4 per worker for balance."""
+def chunked(items: list[Any], n_jobs: int, max_chunk: int = 64) -> list[list[Any]]:
+    """Chunks of units (fewer round trips), at least ~6 per worker for balance. Workers check for a cancel
+    between units, so the chunk size does not bound the cancel latency."""
     if not items:
         return []
-    size = max(1, min(max_chunk, len(items) // max(1, 4 * n_jobs)))
+    size = max(1, min(max_chunk, len(items) // max(1, 6 * n_jobs)))
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def run_units(fn: Callable[[Any], Any], tasks: list[Any], cfg: ParallelConfig,
-              cancel: threading.Event) -> Iterator[Any]:
-    """Yield fn(task) results (unordered) as they complete; stop dispatching when `cancel` is set.
+              cancel: threading.Event, stop_file: str | None = None) -> Iterator[Any]:
+    """Yield fn(task) results (unordered) as they complete; stop when `cancel` is set.
 
-    Raises Cancelled after in-flight chunks finish (each chunk is a few work units, well under a second).
+    The caller creates `stop_file` when cancelling (see CancelToken callbacks); workers see it between units and
+    return early, so in-flight chunks end within one unit. Raises Cancelled.
     """
     if not tasks:
         return
@@ -130,7 +138,7 @@ def run_units(fn: Callable[[Any], Any], tasks: list[Any], cfg: ParallelConfig,
         n_jobs = cfg.n_jobs
     with parallel_config(backend=backend, n_jobs=n_jobs, **kwargs):
         par = Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-        gen = par(delayed(_run_chunk)(fn, c, threads) for c in chunks)
+        gen = par(delayed(_run_chunk)(fn, c, threads, stop_file) for c in chunks)
         try:
             for out in gen:
                 yield from out

@@ -112,6 +112,12 @@ class StageContext:
         self.step = step
         self._on_progress = on_progress
         self._cancel = cancel_event or threading.Event()
+        #: one-line notes a (whole-data) stage leaves for the run record, e.g. why a check was skipped
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        """Record a one-line note: shown by `hitl run`, kept in the run's detail (`hitl runs --json`)."""
+        self.notes.append(" ".join(str(message).split()))
 
     def report(self, fraction: float, message: str = "") -> None:
         if self._on_progress is not None:
