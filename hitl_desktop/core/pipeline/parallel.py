@@ -145,7 +145,11 @@ def run_units(fn: Callable[[Any], Any], tasks: list[Any], cfg: ParallelConfig,
                 if cancel.is_set():
                     raise Cancelled()
         finally:
-            gen.close()
+            import warnings
+
+            with warnings.catch_warnings():  # joblib notes the chunks abandoned by a cancel: expected
+                warnings.simplefilter("ignore", UserWarning)
+                gen.close()
 
 
 # --- single cancellable unit in a process -----------------------------------------------------------------------
