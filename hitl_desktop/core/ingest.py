@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -327,8 +328,14 @@ def _infer_text_column(name: str, col: pa.ChunkedArray) -> tuple[ColumnInfo, pa.
     non_null = len(col) - col.null_count
     if non_null == 0:
         return ColumnInfo(name, "text"), col
-    # Fast path: the whole column casts (Arrow's C++ parser) and nothing has a leading zero.
+    # Fast path: the whole column casts (Arrow's C++ parser) and nothing has a leading zero. A failing cast
+    # costs a full pass, so try a sample of the head first and skip types it already rules out.
+    head = col.slice(0, 1000).drop_null()
     for logical, target in (("integer", pa.int64()), ("float", pa.float64())):
+        try:
+            pc.cast(head, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
         try:
             cast = pc.cast(col, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -355,15 +362,31 @@ def _infer_text_column(name: str, col: pa.ChunkedArray) -> tuple[ColumnInfo, pa.
 
 
 def _mangles(col: pa.ChunkedArray) -> bool:
-    """Leading zeros on an integer part ('007', '007.5') mark codes, not numbers; casting would lose them.
+    """Leading zeros on an integer part ('007', '-007.5') mark codes, not numbers; casting would lose them.
 
-    Cheap screen first (values starting with '0', '-0' or '+0'), the regex only on those.
+    Vectorised over Arrow's raw buffers: look at the first three bytes of every value (numpy gathers), no
+    per-value Python and no regex pass over the column.
     """
-    screen = pc.or_(pc.starts_with(col, "0"), pc.or_(pc.starts_with(col, "-0"), pc.starts_with(col, "+0")))
-    suspects = pc.filter(col, screen)
-    if len(suspects) == 0:
-        return False
-    return bool(pc.any(pc.match_substring_regex(suspects, _LEADING_ZERO_RE)).as_py())
+    for chunk in col.chunks:
+        if len(chunk) == 0:
+            continue
+        if chunk.offset:
+            chunk = pa.concat_arrays([chunk])  # normalise a sliced chunk so its buffers start at 0
+        _, off_buf, data_buf = chunk.buffers()
+        if data_buf is None:
+            continue
+        offsets = np.frombuffer(off_buf, dtype=np.int32, count=len(chunk) + 1)
+        data = np.frombuffer(data_buf, dtype=np.uint8)
+        start, length = offsets[:-1], np.diff(offsets)
+        pad = np.concatenate([data, np.zeros(3, dtype=np.uint8)])
+        c0, c1, c2 = pad[start], pad[start + 1], pad[start + 2]
+        signed = (c0 == ord("+")) | (c0 == ord("-"))
+        digit1 = (c1 >= ord("0")) & (c1 <= ord("9"))
+        digit2 = (c2 >= ord("0")) & (c2 <= ord("9"))
+        hit = ((c0 == ord("0")) & digit1 & (length >= 2)) | (signed & (c1 == ord("0")) & digit2 & (length >= 3))
+        if hit.any():
+            return True
+    return False
 
 
 def _logical_of(t: pa.DataType) -> str:
