@@ -63,7 +63,8 @@ def status_of(p, pipeline="default"):
 def test_default_pipeline_created_lazily_and_runs_end_to_end(proj):
     spec = get_pipeline(proj)
     assert spec.name == "default"
-    assert [s.name for s in spec.steps] == ["validate", "clean", "featurize", "train", "evaluate"]
+    assert [s.name for s in spec.steps] == ["validate", "clean", "duplicates", "labels", "featurize", "train",
+                                            "evaluate"]
     assert {s.state for s in status_of(proj).values()} == {"never run"}
     events = []
     rep = run_pipeline(proj, user="ann", observer=events.append)
@@ -71,7 +72,7 @@ def test_default_pipeline_created_lazily_and_runs_end_to_end(proj):
     assert set(outcomes(rep).values()) == {"computed"}
     kinds = [e.kind for e in events]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
-    assert kinds.count("stage_started") == 5 and kinds.count("stage_finished") == 5 and "progress" in kinds
+    assert kinds.count("stage_started") == 7 and kinds.count("stage_finished") == 7 and "progress" in kinds
     assert {s.state for s in status_of(proj).values()} == {"fresh"}
     # the metrics are a real cross-validated accuracy
     node = lineage(proj, "default:evaluate")
@@ -81,7 +82,7 @@ def test_default_pipeline_created_lazily_and_runs_end_to_end(proj):
     assert 0.0 <= m["accuracy"] <= 1.0 and m["folds"] == 3 and m["rows"] == ROWS
     # the run is recorded with its user and an audit entry
     runs = list_runs(proj)
-    assert runs[-1]["status"] == "done" and runs[-1]["user"] == "ann" and len(runs[-1]["computed"]) == 5
+    assert runs[-1]["status"] == "done" and runs[-1]["user"] == "ann" and len(runs[-1]["computed"]) == 7
     with proj.read() as conn:
         actions = [r.action for r in conn.execute(select(db.audit.c.action))]
     assert "pipeline.run" in actions
@@ -92,7 +93,8 @@ def test_unchanged_rerun_reuses_everything(proj):
     events = []
     rep = run_pipeline(proj, user="ann", observer=events.append)
     assert set(outcomes(rep).values()) == {"reused"}
-    assert [e.step for e in events if e.kind == "reused"] == ["validate", "clean", "featurize", "train", "evaluate"]
+    assert [e.step for e in events if e.kind == "reused"] == ["validate", "clean", "duplicates", "labels", "featurize",
+                                                             "train", "evaluate"]
     assert not [e for e in events if e.kind == "stage_started"]
 
 
@@ -119,8 +121,8 @@ def test_last_stage_param_change_reruns_only_that_stage(proj):
     assert [n for n, s in st.items() if s.state != "fresh"] == ["evaluate"]
     assert st["evaluate"].reasons == ["parameter folds changed: 3 -> 4"]
     rep = run_pipeline(proj, user="ann")
-    assert outcomes(rep) == {"validate": "reused", "clean": "reused", "featurize": "reused", "train": "reused",
-                             "evaluate": "computed"}
+    assert outcomes(rep) == {"validate": "reused", "clean": "reused", "duplicates": "reused", "labels": "reused",
+                             "featurize": "reused", "train": "reused", "evaluate": "computed"}
 
 
 def test_two_variants_share_upstream_results(proj):
@@ -130,8 +132,8 @@ def test_two_variants_share_upstream_results(proj):
     assert st["validate"].state == st["clean"].state == st["featurize"].state == "fresh"
     assert st["train"].state == "stale" and "parameter C changed: 1.0 -> 0.01" in st["train"].reasons
     rep = run_pipeline(proj, "strong-reg", user="ann")
-    assert outcomes(rep) == {"validate": "reused", "clean": "reused", "featurize": "reused", "train": "computed",
-                             "evaluate": "computed"}
+    assert outcomes(rep) == {"validate": "reused", "clean": "reused", "duplicates": "reused", "labels": "reused",
+                             "featurize": "reused", "train": "computed", "evaluate": "computed"}
     assert rep.step("featurize").key == status_of(proj)["featurize"].key
     assert rep.step("train").key != status_of(proj)["train"].key
 

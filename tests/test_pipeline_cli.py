@@ -56,7 +56,7 @@ def test_pipeline_show_and_stages(proj, capsys):
     data = json.loads(ok(capsys, "pipeline", proj, "show", "--json"))
     assert [p["name"] for p in data] == ["default"]
     steps = {s["step"]: s for s in data[0]["steps"]}
-    assert list(steps) == ["validate", "clean", "featurize", "train", "evaluate"]
+    assert list(steps) == ["validate", "clean", "duplicates", "labels", "featurize", "train", "evaluate"]
     assert steps["featurize"]["params"]["select"] == {"value": "all", "default": "approved", "set": True,
                                                       "type": "str one of approved, not_rejected, all"}
     assert steps["evaluate"]["needs"] == ["featurize", "train"]
@@ -86,7 +86,7 @@ def test_run_status_runs_lineage_flow(proj, capsys):
     assert rep["steps"][-1]["outcome"] == "computed"
     runs = json.loads(ok(capsys, "runs", proj, "--json"))
     assert [r["status"] for r in runs] == ["done", "done", "done"]
-    assert runs[0]["user"] == "alice" and len(runs[0]["computed"]) == 5 and runs[1]["computed"] == []
+    assert runs[0]["user"] == "alice" and len(runs[0]["computed"]) == 7 and runs[1]["computed"] == []
     assert "done" in ok(capsys, "runs", proj)
     lin = json.loads(ok(capsys, "lineage", proj, "default:train", "--json"))
     assert lin["stage"] == "train" and lin["params"]["C"] == 0.5
@@ -100,7 +100,8 @@ def test_add_variant_shares_results(proj, capsys):
     ok(capsys, "pipeline", proj, "add-variant", "wide", "--set", "evaluate.folds=5")
     rep = json.loads(ok(capsys, "run", proj, "--pipeline", "wide", "--json"))
     assert {s["step"]: s["outcome"] for s in rep["steps"]} == {
-        "validate": "reused", "clean": "reused", "featurize": "reused", "train": "reused", "evaluate": "computed"}
+        "validate": "reused", "clean": "reused", "duplicates": "reused", "labels": "reused", "featurize": "reused",
+        "train": "reused", "evaluate": "computed"}
 
 
 def test_one_line_errors(proj, capsys, tmp_path):

@@ -1,8 +1,7 @@
 """Built-in stages: validate, clean, featurize, train, evaluate, export.
 
-`validate` and `clean` are slots: validate computes flags with a minimal check set (`check_batch`: missing values,
-and values that do not parse as their column's type in raw-stored columns). Pointing validate at the full check
-suite (`hitl_desktop.core.checks`) is a change to `check_batch` alone. `train`, `evaluate` and `export` are minimal
+`validate` runs the cell checks of `hitl_desktop.core.checks` per batch (`check_batch`); `duplicates` and `labels`
+(whole project, in checks_stages.py) add duplicate rows and likely label errors. `train`, `evaluate` and `export` are minimal
 scikit-learn versions (logistic regression, cross-validated accuracy) so a pipeline runs end to end.
 """
 from __future__ import annotations
@@ -13,88 +12,65 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .checks_stages import (FLAG_COLUMNS, ROW_FLAG_KINDS, Duplicates, Labels, checks_context, empty_flags,
+                            exact_row_hash, flags_to_frame, run_cell_checks_batch, value_key)
 from .stage import Param, Stage, StageContext
 
 _ARROW_STR = pd.StringDtype("pyarrow")
-FLAG_COLUMNS = ["row_id", "column", "kind", "severity", "score", "message", "suggestion", "value_key"]
 SEVERITY_SCORE = {"high": 1.0, "medium": 0.6, "low": 0.3}
 
 
 # --- checks slot ------------------------------------------------------------------------------------------------
 
 
-def value_key(kind: str, column: str | None, row_id: int, value: Any) -> str:
-    """Identity of a flagged value: a dismissed flag stays dismissed while this key is unchanged."""
-    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-    return hashlib.sha256(f"{kind}\x1f{column}\x1f{row_id}\x1f{text}".encode()).hexdigest()
-
-
-def check_batch(df: pd.DataFrame, columns: list[Any], label: str | None, params: dict[str, Any]) -> pd.DataFrame:
-    """Flags for one batch (one row per flagged cell, columns FLAG_COLUMNS). The swap point for core.checks."""
-    rows: list[tuple] = []
-    sev_missing = params.get("missing_severity", "medium")
-    for info in columns:
-        name = info.name
-        if name not in df.columns:
-            continue
-        s = df[name]
-        missing = s.isna().to_numpy()
-        if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-            text = s.astype("string").str.strip()
-            missing = missing | (text == "").fillna(False).to_numpy(dtype=bool)
-        else:
-            text = None
-        if params.get("check_missing", True) and missing.any():
-            sev = "high" if name == label else sev_missing
-            for rid in df.index[missing]:
-                rows.append((int(rid), name, "missing", sev, SEVERITY_SCORE[sev],
-                             f"missing value in '{name}'" + (" (the label)" if name == label else ""), None,
-                             value_key("missing", name, int(rid), None)))
-        if params.get("check_types", True) and info.raw and info.logical in ("integer", "float") and text is not None:
-            num = pd.to_numeric(text, errors="coerce")
-            bad = (num.isna().to_numpy() & ~missing)
-            if bad.any():
-                for rid, v in zip(df.index[bad], s[bad]):
-                    hint = None
-                    vv = str(v).strip()
-                    if "," in vv and vv.replace(",", "", 1).replace("-", "", 1).isdigit():
-                        hint = vv.replace(",", ".")
-                    rows.append((int(rid), name, "type", "high", SEVERITY_SCORE["high"],
-                                 f"'{v}' is not a number, and column '{name}' holds {info.logical}s", hint,
-                                 value_key("type", name, int(rid), v)))
-    return pd.DataFrame.from_records(rows, columns=FLAG_COLUMNS).astype(
-        {"row_id": "int64", "score": "float64"}) if rows else _empty_flags()
+def check_batch(df: pd.DataFrame, columns: list[Any], label: str | None, params: dict[str, Any],
+                context: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(flags, fingerprints) of one batch: the cell checks of `hitl_desktop.core.checks` (missing, type,
+    out_of_range, category, rules) against the project's profile, and row fingerprints for `duplicates`."""
+    return run_cell_checks_batch(df, columns, label, params, context)
 
 
 def _empty_flags() -> pd.DataFrame:
-    return pd.DataFrame({"row_id": pd.Series([], dtype="int64"), "column": pd.Series([], dtype=object),
-                         "kind": pd.Series([], dtype=object), "severity": pd.Series([], dtype=object),
-                         "score": pd.Series([], dtype="float64"), "message": pd.Series([], dtype=object),
-                         "suggestion": pd.Series([], dtype=object), "value_key": pd.Series([], dtype=object)})
+    return empty_flags()
 
 
 # --- stages -----------------------------------------------------------------------------------------------------
 
 
 class Validate(Stage):
-    """Check every batch and store its flags (replacing the open machine flags of re-checked batches)."""
+    """Check every batch and store its flags (replacing the open machine flags of re-checked batches).
+
+    Reads the project's column profile (pinned schema over the auto profile) and rules; both are in the cache
+    key, so pinning, refreshing or a rule change re-checks every batch, an edit only its batch."""
 
     name = "validate"
-    version = "1"
+    version = "2"
     per_batch = True
     inputs = ("batch",)
-    outputs = {"flags": "table"}
+    outputs = {"flags": "table", "fingerprints": "table"}
     params = {
         "check_missing": Param(bool, True, help="flag missing values"),
         "check_types": Param(bool, True, help="flag values that do not parse as the column's type"),
-        "missing_severity": Param(str, "medium", choices=("low", "medium", "high")),
+        "check_ranges": Param(bool, True, help="flag values outside the profile's robust fences (out_of_range)"),
+        "check_categories": Param(bool, True, help="flag text outside the column's categories (near-misses)"),
+        "missing_severity": Param(str, "low", choices=("low", "medium", "high"),
+                                  help="severity of a missing value (a missing label is always high)"),
+        "k": Param(float, 7.0, min=0.5, max=100.0,
+                   help="fence width in robust spreads for the auto profile; lower = more out_of_range flags"),
+        "category_max": Param(int, 50, min=1, max=10000, help="most categories a text column may have"),
+        "duplicate_exclude": Param(list, [], help="columns left out of the duplicate fingerprint (e.g. an id)"),
     }
-    code_deps = (check_batch, value_key)
+    code_deps = (check_batch, value_key, run_cell_checks_batch, flags_to_frame, exact_row_hash)
     stores_flags = True
+    flag_kinds_exclude = ROW_FLAG_KINDS  # duplicates and labels are stored by their whole-project steps
+
+    def plan_context(self, project: Any, source: Any, params: dict[str, Any]) -> dict[str, Any]:
+        return checks_context(project, source, params)
 
     def run_batch(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         meta = inputs["meta"]
-        return {"flags": check_batch(inputs["batch"], meta["columns"], meta["label"], params)}
+        flags, fps = check_batch(inputs["batch"], meta["columns"], meta["label"], params, inputs.get("context"))
+        return {"flags": flags, "fingerprints": fps}
 
 
 class Clean(Stage):
@@ -304,4 +280,5 @@ class Export(Stage):
                              "classes": f["classes"], "target": f["target"], "format": params["format"]}}
 
 
-BUILTIN_STAGES: list[Stage] = [Validate(), Clean(), Featurize(), Train(), Evaluate(), Export()]
+BUILTIN_STAGES: list[Stage] = [Validate(), Clean(), Duplicates(), Labels(), Featurize(), Train(), Evaluate(),
+                               Export()]

@@ -72,6 +72,8 @@ def default_spec() -> PipelineSpec:
     return PipelineSpec(DEFAULT_PIPELINE, [
         Step("validate", "validate"),
         Step("clean", "clean", needs=["validate"]),
+        Step("duplicates", "duplicates", needs=["validate"]),
+        Step("labels", "labels", needs=["clean"]),
         Step("featurize", "featurize", needs=["clean"]),
         Step("train", "train", needs=["featurize"]),
         Step("evaluate", "evaluate", needs=["featurize", "train"]),
