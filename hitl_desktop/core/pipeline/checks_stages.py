@@ -103,6 +103,36 @@ def effective_profile(project, source, params: dict[str, Any] | None = None) -> 
     return {**prof, "columns": cols, "pinned": True}
 
 
+def save_schema(project, schema: dict[str, Any], user: str, action: str, payload: dict[str, Any]) -> None:
+    """Store the pinned schema (meta `checks.schema`) with an audit entry; the next run re-checks every batch."""
+    from .. import audit
+
+    with project.write() as conn:
+        project.set_meta(conn, SCHEMA_KEY, canonical_json(schema))
+        audit.append(conn, user, action, "schema", payload)
+
+
+def label_check_note(project, pipeline: str | None = None) -> str | None:
+    """Why the last label check flagged nothing (or None when it ran, or never ran)."""
+    from .cache import ResultStore
+    from .engine import _last_steps
+    from .spec import DEFAULT_PIPELINE
+
+    ok = _last_steps(project, pipeline or DEFAULT_PIPELINE).get("labels", {}).get("ok")
+    if not ok or not ok.get("key"):
+        return None
+    with project.read() as conn:
+        r = conn.execute(select(db.results.c.path, db.results.c.sha256, db.results.c.kind)
+                         .where(db.results.c.key == ok["key"])).first()
+    if r is None:
+        return None
+    try:
+        rep = ResultStore(project.path, writable=False).load(ok["key"], r.path, r.sha256, r.kind).get("report") or {}
+    except Exception:
+        return None
+    return f"labels not checked: {rep['reason']}" if rep.get("reason") else None
+
+
 # --- rules --------------------------------------------------------------------------------------------------------
 
 
