@@ -134,7 +134,8 @@ def read_result(root: str | Path, rel: str, kind: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     import joblib
 
-    return joblib.load(path)
+    # numpy arrays are memory-mapped read-only (no copy, no load time); the file was verified before this
+    return joblib.load(path, mmap_mode="r")
 
 
 class ResultStore:
