@@ -217,18 +217,28 @@ def test_flags_stored_replaced_and_dismissed_kept(proj):
     assert b2 == [f.id for f in flags if f.row_id == 17]
 
 
-def test_featurize_selects_approved_batches(proj):
+def test_featurize_selects_approved_batches(proj, monkeypatch):
+    from hitl_desktop.core import identity
+
+    monkeypatch.setenv("HITL_SCRYPT_N", "1024")
+    identity.set_password(proj, "ann", "ann-secret")
+
+    def approve(b):
+        B.decide(proj, b, "approve", "ann", signer=identity.signer(proj, "ann", "ann-secret"))
+
     set_param(proj, None, "featurize", "select", "approved", "ann", registry_for(proj))
     rep = run_pipeline(proj, user="ann", stage="featurize")
     assert rep.status == "failed" and "no batches to featurize" in rep.error
-    with proj.write() as conn:
-        conn.execute(update(db.batches).where(db.batches.c.id.in_([1, 2, 3])).values(status="approved"))
+    with proj.write() as conn:  # marked approved by hand, without a signed approval: not trained on
+        conn.execute(update(db.batches).where(db.batches.c.id == 5).values(status="approved"))
+    for b in (1, 2, 3):
+        approve(b)
     rep = run_pipeline(proj, user="ann", stage="featurize")
     assert rep.status == "done"
+    assert any("approval is not valid" in n and "5" in n for n in rep.step("featurize").notes)
     node = lineage(proj, "featurize")
-    assert [b["batch"] for b in node["batches"]] == [1, 2, 3]
-    with proj.write() as conn:
-        conn.execute(update(db.batches).where(db.batches.c.id == 4).values(status="approved"))
+    assert [b["batch"] for b in node["batches"]] == [1, 2, 3, 5]
+    approve(4)
     st = status_of(proj)["featurize"]
     assert st.state == "stale" and any("1 added: 4" in r for r in st.reasons)
 

@@ -1,0 +1,532 @@
+"""Model stages: featurize, train, evaluate, export (Qt-free; see docs/models.md).
+
+* `featurize` gathers the cleaned rows of the selected batches — with `select=approved` only batches whose approval
+  is *valid* (signed, data unchanged since: `audit.approval_states`) — drops rows whose duplicate flag was accepted
+  ("drop duplicate"), types every column for the model (number / boolean / category; dates are left out) and
+  splits off a stratified held-out part with a fixed seed. Both the valid approvals and the dropped rows are part
+  of its cache key (plan context), so an accepted duplicate or an invalidated approval makes it stale.
+* `train` fits a scikit-learn `Pipeline` (a `ColumnTransformer` imputing, one-hot encoding and — for logistic
+  regression — scaling, then the estimator) on the training part, in a worker process (cancellable). Fixed seeds
+  make the fit, and the pickled model, byte-identical for the same inputs.
+* `evaluate` cross-validates the same recipe on the training part and scores the trained model on the held-out
+  part: accuracy, balanced accuracy, macro F1, ROC AUC where defined, per-class precision/recall, confusion matrix.
+* `export` is the pipeline's packaging slot (model + schema); the signed export bundle is `core.models.export`.
+
+The raw-row contract shared with prediction lives here too: `model_frame(df, schema)` turns rows (from the
+project, or a CSV a user hands to `hitl predict`) into exactly the frame the model was fitted on.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .stage import Param, Stage, StageContext
+
+ESTIMATORS = ("logreg", "forest", "hgb")
+MISSING_CATEGORY = "(missing)"
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+# --- the raw-row contract ----------------------------------------------------------------------------------------
+
+
+class SchemaError(ValueError):
+    """Input rows do not fit a model's schema (one line: which column, which row, what was expected)."""
+
+
+def _column_kind(logical: str | None, dtype: Any) -> str | None:
+    """number | boolean | category, or None for columns a model does not use (dates)."""
+    if logical in ("integer", "float"):
+        return "number"
+    if logical == "boolean" or pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if logical == "datetime" or pd.api.types.is_datetime64_any_dtype(dtype):
+        return None
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    return "category"
+
+
+def _as_category(s: pd.Series) -> np.ndarray:
+    """Object array of str with np.nan for missing (what SimpleImputer/OneHotEncoder want)."""
+    mask = s.isna().to_numpy()
+    out = s.astype(str).to_numpy(dtype=object)
+    if mask.any():
+        out[mask] = np.nan
+    return out
+
+
+def model_frame(df: pd.DataFrame, schema: dict[str, Any], strict: bool = False,
+                row_labels: Any = None) -> pd.DataFrame:
+    """The model's input frame from rows holding the schema's columns (extra columns are ignored).
+
+    With `strict` (rows from outside the project, e.g. a CSV for `hitl predict`) values are parsed from text and
+    anything that does not fit raises a one-line SchemaError naming the column and the first offending row.
+    """
+    cols = schema["columns"]
+    missing = [c["name"] for c in cols if c["name"] not in df.columns]
+    if missing:
+        more = f" (and {len(missing) - 1} more: {', '.join(missing[1:4])})" if len(missing) > 1 else ""
+        raise SchemaError(f"the input has no column '{missing[0]}'{more}; the model needs: "
+                          f"{', '.join(c['name'] for c in cols)}")
+    labels = np.asarray(row_labels if row_labels is not None else np.arange(len(df)) + 1)
+    data: dict[str, Any] = {}
+    for c in cols:
+        name, kind = c["name"], c["type"]
+        s = df[name]
+        if kind == "number":
+            if strict and not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+                text = s.astype("string").str.strip()
+                v = pd.to_numeric(text, errors="coerce")
+                bad = (v.isna() & text.notna() & (text != "")).to_numpy()
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    raise SchemaError(f"column '{name}' should hold numbers, but row {labels[i]} holds "
+                                      f"{text.iloc[i]!r}" + (f" ({int(bad.sum())} such rows)" if bad.sum() > 1 else ""))
+                s = v
+            data[name] = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        elif kind == "boolean":
+            if pd.api.types.is_bool_dtype(s.dtype) and not s.isna().any():
+                data[name] = s.to_numpy(dtype="float64")
+                continue
+            text = s.astype("string").str.strip().str.lower()
+            v = np.full(len(s), np.nan)
+            t, f = text.isin(_TRUE).to_numpy(dtype=bool), text.isin(_FALSE).to_numpy(dtype=bool)
+            v[t], v[f] = 1.0, 0.0
+            bad = ~(t | f) & text.notna().to_numpy(dtype=bool) & (text != "").fillna(False).to_numpy(dtype=bool)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise SchemaError(f"column '{name}' should hold true/false, but row {labels[i]} holds "
+                                  f"{s.iloc[i]!r}")
+            data[name] = v
+        else:
+            data[name] = _as_category(s)
+    return pd.DataFrame(data, index=df.index)
+
+
+# --- featurize -----------------------------------------------------------------------------------------------------
+
+
+def dropped_duplicate_rows(conn: Any, source_id: int) -> dict[int, list[int]]:
+    """{batch: [row ids]} whose duplicate flag was accepted ("drop duplicate"): left out of training."""
+    from sqlalchemy import and_, select
+
+    from .. import db
+    from ..flags import DROP_DUPLICATE
+
+    F, B = db.flags, db.batches
+    out: dict[int, list[int]] = {}
+    for b, r in conn.execute(select(F.c.batch_id, F.c.row_id).join(B, B.c.id == F.c.batch_id).where(and_(
+            B.c.source_id == source_id, F.c.status == "accepted", F.c.suggestion == DROP_DUPLICATE))
+            .order_by(F.c.batch_id, F.c.row_id)):
+        rows = out.setdefault(int(b), [])
+        if not rows or rows[-1] != r:
+            rows.append(int(r))
+    return out
+
+
+def _stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out rows: `fraction` of each class (a class keeps at least two training rows)."""
+    hold = np.zeros(len(y), dtype=bool)
+    if fraction <= 0:
+        return hold
+    rng = np.random.default_rng(seed)
+    for cls in sorted(set(y.tolist())):
+        idx = np.flatnonzero(y == cls)
+        k = int(round(len(idx) * fraction))
+        k = min(k, len(idx) - 2)
+        if k > 0:
+            hold[np.sort(rng.permutation(idx)[:k])] = True
+    return hold
+
+
+class Featurize(Stage):
+    """Rows of the validly approved batches (duplicates dropped), typed for the model, with a held-out split."""
+
+    name = "featurize"
+    version = "1"
+    inputs = ("table",)
+    outputs = {"features": "object"}
+    params = {
+        "select": Param(str, "approved", choices=("approved", "not_rejected", "all"),
+                        help="which batches to train on: approved = validly approved only (signed, unchanged)"),
+        "target": Param(str, None, nullable=True, help="target column (default: the source's label column)"),
+        "exclude": Param(list, [], help="columns the model must not use (ids, free text)"),
+        "max_categories": Param(int, 20, min=1, max=1000,
+                                help="one-hot the most frequent N values per text column (rarer ones share one)"),
+        "holdout": Param(float, 0.2, min=0.0, max=0.5, help="fraction of each class held out for evaluation"),
+        "seed": Param(int, 0, min=0, help="seed of the held-out split"),
+    }
+    selects_batches = "select"
+    code_deps = (model_frame, _as_category, _column_kind, _stratified_holdout, dropped_duplicate_rows)
+
+    def plan_context(self, project: Any, source: Any, params: dict[str, Any]) -> dict[str, Any]:
+        from sqlalchemy import select
+
+        from .. import audit, db
+
+        with project.read() as conn:
+            ctx: dict[str, Any] = {"dropped_duplicates": {str(b): r for b, r in
+                                                          dropped_duplicate_rows(conn, source.id).items()}}
+            if params.get("select") == "approved":
+                ids = list(conn.execute(select(db.batches.c.id).where(db.batches.c.source_id == source.id)
+                                        .where(db.batches.c.status == "approved").order_by(db.batches.c.id))
+                           .scalars())
+                states = audit.approval_states(conn, ids)
+                ctx["valid_approvals"] = [b for b in ids if states[b][0] == "valid"]
+        return ctx
+
+    def run(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        from .errors import StageFailed
+
+        meta = inputs["meta"]
+        context = inputs.get("context") or {}
+        tables: dict[int, pd.DataFrame] = dict(inputs["table"])
+        if params["select"] == "approved":
+            valid = set(context.get("valid_approvals") or [])
+            invalid = sorted(b for b in tables if b not in valid)
+            if invalid:
+                ctx.note(f"left out {len(invalid)} batch(es) marked approved whose approval is not valid "
+                         f"(unsigned, or data changed since): {', '.join(map(str, invalid[:10]))}")
+                for b in invalid:
+                    tables.pop(b)
+        if not tables:
+            raise StageFailed(f"no batches to featurize (select={params['select']}): approve batches for training "
+                              "or set the step's 'select' parameter")
+        target = params["target"] or meta["label"]
+        if not target:
+            raise StageFailed("no target column: pass --target COLUMN (or import with --label COLUMN)")
+        dropped = {int(b): r for b, r in (context.get("dropped_duplicates") or {}).items()}
+        ctx.report(0.05, f"combining {len(tables)} batches")
+        parts, used, n_dropped = [], {}, 0
+        for b in sorted(tables):
+            t = tables[b]
+            if b in dropped:
+                keep = ~t.index.isin(dropped[b])
+                n_dropped += int((~keep).sum())
+                t = t[keep]
+            parts.append(t)
+            used[b] = len(t)
+        df = pd.concat(parts) if len(parts) > 1 else parts[0]
+        if target not in df.columns:
+            raise StageFailed(f"target column '{target}' is not in the data (columns: "
+                              f"{', '.join(map(str, df.columns))})")
+        has_y = df[target].notna().to_numpy()
+        missing_target = int((~has_y).sum())
+        if missing_target:
+            df = df[has_y]
+        if len(df) == 0:
+            raise StageFailed(f"every selected row has a missing target '{target}'")
+        y = _as_category(df[target])
+        classes = sorted(set(y.tolist()))
+        if len(classes) < 2:
+            raise StageFailed(f"target '{target}' has one class ({classes[0]!r}) in the {len(df)} selected rows: "
+                              "training needs at least two")
+        infos = {c.name: c for c in meta["columns"]}
+        exclude = set(params["exclude"] or [])
+        columns, skipped = [], []
+        for c in df.columns:
+            if c == target or c in exclude:
+                if c != target:
+                    skipped.append({"name": str(c), "why": "excluded"})
+                continue
+            info = infos.get(c)
+            kind = _column_kind(info.logical if info else None, df[c].dtype)
+            if kind is None:
+                skipped.append({"name": str(c), "why": "dates are not used by the model"})
+                continue
+            if not df[c].notna().any():
+                skipped.append({"name": str(c), "why": "every value is missing"})
+                continue
+            columns.append({"name": str(c), "type": kind, "logical": info.logical if info else str(df[c].dtype)})
+        if not columns:
+            raise StageFailed(f"no usable feature columns besides the target '{target}'")
+        ctx.report(0.3, "typing columns")
+        schema = {"target": target, "classes": classes, "columns": columns}
+        X = model_frame(df, schema)
+        ctx.check_cancelled()
+        for c in columns:
+            s = X[c["name"]]
+            c["missing"] = int(s.isna().sum())
+            if c["type"] == "category":
+                vc = s.value_counts()
+                c["categories"] = [str(v) for v in vc.index[: params["max_categories"]]]
+                c["distinct"] = int(len(vc))
+            else:
+                v = s.to_numpy()
+                ok = v[~np.isnan(v)]
+                c["min"], c["max"] = (float(ok.min()), float(ok.max())) if len(ok) else (None, None)
+        holdout = _stratified_holdout(y, params["holdout"], params["seed"])
+        counts = pd.Series(y).value_counts()
+        ctx.report(1.0, f"{len(df)} rows, {len(columns)} columns, {int(holdout.sum())} held out")
+        return {"features": {
+            "X": X, "y": y, "holdout": holdout, "row_ids": df.index.to_numpy(dtype="int64"),
+            "schema": {**schema, "skipped": skipped, "max_categories": params["max_categories"]},
+            "target": target, "classes": classes, "feature_names": [c["name"] for c in columns],
+            "batches": used, "dropped_duplicates": n_dropped, "missing_target": missing_target,
+            "class_counts": {str(k): int(v) for k, v in counts.items()},
+        }}
+
+
+# --- train ---------------------------------------------------------------------------------------------------------
+
+
+def make_estimator(schema: dict[str, Any], params: dict[str, Any]) -> Any:
+    """The unfitted scikit-learn Pipeline for a schema and train parameters (raw model frame in, class out)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    kind = params["model"]
+    cw = None if params["class_weight"] == "none" else params["class_weight"]
+    num = [c["name"] for c in schema["columns"] if c["type"] in ("number", "boolean")]
+    cat = [c["name"] for c in schema["columns"] if c["type"] == "category"]
+    num_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy=params["impute"]))]
+    if kind == "logreg":
+        num_steps.append(("scale", StandardScaler()))
+    parts = []
+    if num:
+        parts.append(("num", Pipeline(num_steps), num))
+    if cat:
+        parts.append(("cat", Pipeline([
+            ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+            ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist",
+                                     max_categories=int(schema.get("max_categories", 20)) + 1,
+                                     sparse_output=False)),
+        ]), cat))
+    prep = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
+    seed = params["seed"]
+    if kind == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        est = LogisticRegression(C=params["C"], max_iter=params["max_iter"], class_weight=cw, random_state=seed)
+    elif kind == "forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        est = RandomForestClassifier(random_state=seed, class_weight=cw)
+    else:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        est = HistGradientBoostingClassifier(random_state=seed, class_weight=cw)
+    hyper = dict(params.get("hyper") or {})
+    if hyper:
+        known = est.get_params()
+        bad = sorted(set(hyper) - set(known))
+        if bad:
+            raise ValueError(f"{kind} has no parameter '{bad[0]}' (known: {', '.join(sorted(known))})")
+        est.set_params(**hyper)
+    return Pipeline([("prep", prep), ("model", est)])
+
+
+def _fit(schema: dict[str, Any], params: dict[str, Any], X: pd.DataFrame, y: np.ndarray) -> Any:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    model = make_estimator(schema, params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X, y)
+
+
+class Train(Stage):
+    """Fit the scikit-learn Pipeline (ColumnTransformer + estimator) on the training part, in a worker process."""
+
+    name = "train"
+    version = "1"
+    inputs = ("features",)
+    outputs = {"model": "object"}
+    params = {
+        "model": Param(str, "logreg", choices=ESTIMATORS,
+                       help="logreg (scaled logistic regression), forest (random forest), hgb (gradient boosting)"),
+        "C": Param(float, 1.0, min=1e-6, max=1e6, help="logreg: inverse regularisation strength"),
+        "max_iter": Param(int, 200, min=1, max=100000, help="logreg: solver iterations"),
+        "class_weight": Param(str, "none", choices=("none", "balanced")),
+        "impute": Param(str, "median", choices=("median", "mean"), help="how missing numbers are filled"),
+        "seed": Param(int, 0, min=0, help="random_state of the estimator"),
+        "hyper": Param(dict, {}, help="more estimator parameters (hitl train --param K=V)"),
+    }
+    code_deps = (make_estimator, _fit)
+
+    def run(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        from .errors import StageFailed
+
+        f = inputs["features"]
+        train = ~np.asarray(f.get("holdout", np.zeros(len(f["y"]), dtype=bool)))
+        y = f["y"][train]
+        if len(set(y.tolist())) < 2:
+            raise StageFailed("training needs at least two classes in the target; the training rows have one")
+        try:
+            make_estimator(f["schema"], params)
+        except ValueError as exc:
+            raise StageFailed(str(exc)) from None
+        ctx.report(0.1, f"fitting {params['model']} on {int(train.sum())} rows")
+        X = f["X"] if train.all() else f["X"][train]
+        model = ctx.call_in_process(_fit, f["schema"], params, X, y)
+        ctx.report(1.0, "fitted")
+        return {"model": model}
+
+
+# --- evaluate ------------------------------------------------------------------------------------------------------
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
+                           classes: list[str]) -> dict[str, Any]:
+    """accuracy, balanced accuracy, macro F1, ROC AUC (None where undefined), per-class precision/recall/support,
+    confusion matrix (rows: true class, columns: predicted; in `classes` order)."""
+    import warnings
+
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                                 precision_recall_fscore_support, roc_auc_score)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out: dict[str, Any] = {
+            "rows": int(len(y_true)),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "f1_macro": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        }
+        auc = None
+        present = set(np.asarray(y_true).tolist())
+        if proba is not None and len(present) >= 2:
+            try:
+                if len(classes) == 2:
+                    auc = float(roc_auc_score(np.asarray(y_true) == classes[1], proba[:, 1]))
+                elif present == set(classes):
+                    auc = float(roc_auc_score(y_true, proba, multi_class="ovr", labels=classes))
+            except ValueError:
+                auc = None
+        out["roc_auc"] = auc
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    out["per_class"] = {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                        for i, c in enumerate(classes)}
+    out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=classes).astype(int).tolist()
+    return out
+
+
+def _cross_validate(model: Any, X: pd.DataFrame, y: np.ndarray, folds: int, seed: int) -> list[dict[str, Any]]:
+    """Refit the trained model's recipe (`clone`: same preprocessing and parameters) per fold."""
+    import warnings
+
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import StratifiedKFold
+
+    classes = sorted(set(y.tolist()))
+    out = []
+    for tr, te in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            m = clone(model).fit(X.iloc[tr], y[tr])
+        proba = m.predict_proba(X.iloc[te])
+        pred = np.asarray(m.classes_)[proba.argmax(axis=1)]
+        full = np.zeros((len(te), len(classes)))
+        for j, c in enumerate(m.classes_):
+            full[:, classes.index(c)] = proba[:, j]
+        out.append(classification_metrics(y[te], pred, full, classes))
+    return out
+
+
+def _holdout_metrics(model: Any, X: pd.DataFrame, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    proba = model.predict_proba(X)
+    full = np.zeros((len(y), len(classes)))
+    for j, c in enumerate(model.classes_):
+        full[:, classes.index(c)] = proba[:, j]
+    pred = np.asarray(classes, dtype=object)[full.argmax(axis=1)]
+    return classification_metrics(y, pred, full, classes)
+
+
+def _evaluate(model: Any, X: pd.DataFrame, y: np.ndarray, holdout: np.ndarray, folds: int, seed: int,
+              classes: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    tr = ~holdout
+    if folds:
+        out["cv"] = _cross_validate(model, X[tr] if not tr.all() else X, y[tr], folds, seed)
+    if holdout.any():
+        out["holdout"] = _holdout_metrics(model, X[holdout], y[holdout], classes)
+    return out
+
+
+SUMMARY = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
+
+
+class Evaluate(Stage):
+    """Cross-validated (training part) and held-out metrics of the trained model."""
+
+    name = "evaluate"
+    version = "1"
+    inputs = ("features", "model")
+    outputs = {"metrics": "metrics"}
+    params = {
+        "folds": Param(int, 3, min=2, max=20),
+        "seed": Param(int, 0, min=0),
+        "scoring": Param(str, "accuracy", choices=("accuracy", "balanced_accuracy"),
+                         help="the headline score (all metrics are computed)"),
+    }
+    code_deps = (classification_metrics, _cross_validate, _holdout_metrics, _evaluate)
+
+    def run(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        f = inputs["features"]
+        model = inputs["model"]
+        y, classes = f["y"], list(f["classes"])
+        holdout = np.asarray(f.get("holdout", np.zeros(len(y), dtype=bool)))
+        smallest = int(pd.Series(y[~holdout]).value_counts().min())
+        folds = min(params["folds"], smallest)
+        if folds < 2:
+            ctx.note(f"no cross-validation: the rarest class has {smallest} training row(s)")
+            folds = 0
+        elif folds < params["folds"]:
+            ctx.note(f"{folds}-fold cross-validation instead of {params['folds']}: the rarest class has "
+                     f"{smallest} training rows")
+        if not holdout.any():
+            ctx.note("no held-out rows (featurize holdout is 0 or the data is too small): cross-validation only")
+        ctx.report(0.1, f"{folds}-fold cross-validation" if folds else "held-out scoring")
+        res = ctx.call_in_process(_evaluate, model, f["X"], y, holdout, folds, params["seed"], classes)
+        m: dict[str, Any] = {"rows": int(len(y)), "train_rows": int((~holdout).sum()),
+                             "holdout_rows": int(holdout.sum()), "features": len(f["schema"]["columns"]),
+                             "classes": classes, "folds": folds, "scoring": params["scoring"]}
+        cv = res.get("cv") or []
+        if cv:
+            m["cv"] = {k: _mean_std([r[k] for r in cv]) for k in SUMMARY}
+            m["fold_scores"] = [r[params["scoring"]] for r in cv]
+            m[params["scoring"]] = m["cv"][params["scoring"]]["mean"]
+            m[f"{params['scoring']}_std"] = m["cv"][params["scoring"]]["std"]
+        if "holdout" in res:
+            m["holdout"] = res["holdout"]
+        ctx.report(1.0, "evaluated")
+        return {"metrics": m}
+
+
+def _mean_std(xs: list[Any]) -> dict[str, Any]:
+    vals = [x for x in xs if x is not None]
+    if not vals:
+        return {"mean": None, "std": None}
+    a = np.asarray(vals, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std())}
+
+
+# --- export (pipeline slot) -----------------------------------------------------------------------------------------
+
+
+class Export(Stage):
+    """The model with what is needed to use it (schema, classes, target). The signed, approved export bundle is
+    `hitl export` (core.models.export_model)."""
+
+    name = "export"
+    version = "1"
+    inputs = ("model", "features")
+    outputs = {"artifact": "object"}
+    params = {"format": Param(str, "joblib", choices=("joblib",))}
+
+    def run(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        f = inputs["features"]
+        return {"artifact": {"model": inputs["model"], "schema": f["schema"], "feature_names": f["feature_names"],
+                             "classes": f["classes"], "target": f["target"], "format": params["format"]}}
+
+
+MODEL_STAGES: list[Stage] = [Featurize(), Train(), Evaluate(), Export()]
