@@ -138,7 +138,7 @@ class VerifyReport:
     def summary(self) -> str:
         if self.ok:
             return (f"ok: {self.entries} audit entries chained, {self.signatures} signatures valid, edits, "
-                    f"decisions, users and batches match the trail (head {self.head_id}:{self.head_hash[:16]})")
+                    f"decisions, users, batches and models match the trail (head {self.head_id}:{self.head_hash[:16]})")
         first = self.problems[0][1]
         more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
         return f"TAMPERED: {first}{more}"
@@ -277,6 +277,7 @@ def verify_conn(conn: Connection) -> VerifyReport:
     history = identity.key_history(conn)
     n_sigs = 0
     last_decision: dict[int, str] = {}
+    last_model_decision: dict[int, str] = {}
     for d in conn.execute(select(db.decisions).order_by(db.decisions.c.id)):
         entry = decisions_e.pop(d.audit_id, None) if d.audit_id is not None else None
         if entry is None:
@@ -291,6 +292,7 @@ def verify_conn(conn: Connection) -> VerifyReport:
             last_decision[d.batch_id] = d.action
         if d.model_id is not None:
             want["model"] = d.model_id
+            last_model_decision[d.model_id] = d.action
         diff = [k for k, v in want.items() if p.get(k) != v]
         if entry.user != d.user:
             diff.insert(0, "user")
@@ -311,9 +313,32 @@ def verify_conn(conn: Connection) -> VerifyReport:
             else:
                 n_sigs += 1
     for aid, entry in decisions_e.items():
-        if entry.action.startswith("batch."):
+        if entry.action.startswith("batch.") or entry.action in ("model.approve", "model.reject"):
             bad(aid, f"audit entry {aid} ({entry.action} by {entry.user}) has no row in decisions: the decision "
                      f"was deleted")
+
+    # 3b. models <-> model.train entries (file hash, lineage, metrics, trainer) and status <-> model decisions
+    trained = {e.target: e for e in decisions_e.values() if e.action == "model.train"}
+    for m in conn.execute(select(db.models).order_by(db.models.c.id)):
+        entry = trained.pop(f"model:{m.id}", None)
+        if entry is None:
+            bad(None, f"model {m.id} has no model.train entry in the trail (inserted by hand)")
+            continue
+        p = payload(entry)
+        have = {"pipeline": m.pipeline, "version": m.version, "model_sha256": m.model_sha256,
+                "lineage_sha256": hashlib.sha256((m.lineage_json or "").encode("utf-8")).hexdigest(),
+                "metrics_sha256": hashlib.sha256((m.metrics_json or "").encode("utf-8")).hexdigest(),
+                "trained_at": m.trained_at}
+        diff = [k for k, v in have.items() if p.get(k) != v] + (["trained_by"] if entry.user != m.trained_by else [])
+        if diff:
+            bad(entry.id, f"model {m.id} does not match its model.train entry {entry.id} ({', '.join(diff)} "
+                          f"altered by hand)")
+        want_action = {"approved": "approve_model", "rejected": "reject_model"}.get(m.status)
+        if last_model_decision.get(m.id) != want_action:
+            bad(None, f"model {m.id} is {m.status} but its last recorded decision is "
+                      f"{last_model_decision.get(m.id) or 'none'} (status altered by hand)")
+    for target, entry in trained.items():
+        bad(entry.id, f"audit entry {entry.id} (model.train) has no row in models: {target} was deleted")
 
     # 4. batches: originals key, content hash, status
     srcs = {r.id: r for r in conn.execute(select(db.sources))}

@@ -54,6 +54,7 @@ PERMISSIONS: dict[str, str] = {
     "reject": "approver",
     "reopen": "approver",
     "approve_model": "approver",
+    "reject_model": "approver",
     "release": "approver",
     "users": "admin",
     "policy": "admin",
@@ -62,11 +63,12 @@ _VERB = {
     "import": "importing data", "edit": "editing cells", "claim": "claiming a batch",
     "dismiss_flag": "dismissing flags", "run": "running pipelines", "train": "training models",
     "export": "exporting data", "approve": "approving a batch", "reject": "rejecting a batch",
-    "reopen": "reopening a batch", "approve_model": "approving a model", "release": "releasing a model",
+    "reopen": "reopening a batch", "approve_model": "approving a model",
+    "reject_model": "rejecting a model", "release": "releasing a model",
     "users": "managing users", "policy": "changing project policy",
 }
 #: Decisions that are electronic signatures (need the signer's password at that moment).
-SIGNED_ACTIONS = frozenset({"approve", "reject", "reopen", "approve_model", "release"})
+SIGNED_ACTIONS = frozenset({"approve", "reject", "reopen", "approve_model", "reject_model", "release"})
 POLICIES = {"four_eyes": "policy.four_eyes"}
 
 MAX_FAILURES = 5

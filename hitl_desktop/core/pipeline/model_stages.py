@@ -50,12 +50,12 @@ def _column_kind(logical: str | None, dtype: Any) -> str | None:
     return "category"
 
 
-def _as_category(s: pd.Series) -> np.ndarray:
-    """Object array of str with np.nan for missing (what SimpleImputer/OneHotEncoder want)."""
+def _as_category(s: pd.Series, missing: Any = np.nan) -> np.ndarray:
+    """Object array of str, `missing` where the value is missing."""
     mask = s.isna().to_numpy()
     out = s.astype(str).to_numpy(dtype=object)
     if mask.any():
-        out[mask] = np.nan
+        out[mask] = missing
     return out
 
 
@@ -102,8 +102,8 @@ def model_frame(df: pd.DataFrame, schema: dict[str, Any], strict: bool = False,
                 raise SchemaError(f"column '{name}' should hold true/false, but row {labels[i]} holds "
                                   f"{s.iloc[i]!r}")
             data[name] = v
-        else:
-            data[name] = _as_category(s)
+        else:  # a missing text value is its own category (the exported ONNX model expects this text too)
+            data[name] = _as_category(s, MISSING_CATEGORY)
     return pd.DataFrame(data, index=df.index)
 
 
@@ -250,10 +250,10 @@ class Featurize(Stage):
         ctx.check_cancelled()
         for c in columns:
             s = X[c["name"]]
-            c["missing"] = int(s.isna().sum())
+            c["missing"] = int(df[c["name"]].isna().sum())
             if c["type"] == "category":
                 vc = s.value_counts()
-                c["categories"] = [str(v) for v in vc.index[: params["max_categories"]]]
+                c["categories"] = [str(v) for v in vc.index[: params["max_categories"]] if v != MISSING_CATEGORY]
                 c["distinct"] = int(len(vc))
             else:
                 v = s.to_numpy()
@@ -292,12 +292,10 @@ def make_estimator(schema: dict[str, Any], params: dict[str, Any]) -> Any:
     if num:
         parts.append(("num", Pipeline(num_steps), num))
     if cat:
-        parts.append(("cat", Pipeline([
-            ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
-            ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist",
-                                     max_categories=int(schema.get("max_categories", 20)) + 1,
-                                     sparse_output=False)),
-        ]), cat))
+        # missing text arrives as its own category "(missing)" (model_frame), so no imputer is needed here
+        parts.append(("cat", OneHotEncoder(handle_unknown="infrequent_if_exist",
+                                           max_categories=int(schema.get("max_categories", 20)) + 1,
+                                           sparse_output=False), cat))
     prep = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
     seed = params["seed"]
     if kind == "logreg":
