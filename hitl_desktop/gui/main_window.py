@@ -47,7 +47,8 @@ from .run_panel import RunPanel
 from .settings import Prefs
 from .side_panel import CellInfo, SidePanel
 from .table_model import BatchTableModel, Flag
-from .tabs import AUDIT_SHOWN, AuditTab, ChartsTab, ModelsTab, PipelineTab, chart_data
+from .models_tab import ModelsTab
+from .tabs import AUDIT_SHOWN, AuditTab, ChartsTab, PipelineTab, chart_data
 from .undo import AcceptCommand, CoreCommand, DismissCommand, EditCommand, RevertCommand
 from .workers import TaskManager
 
@@ -154,7 +155,7 @@ class MainWindow(QMainWindow):
         self.pipeline_tab = PipelineTab()
         self.pipeline_tab.runRequested.connect(self.run_pipeline)
         self.tabs.addTab(self.pipeline_tab, "Pipeline")
-        self.models_tab = ModelsTab()
+        self.models_tab = ModelsTab(self)
         self.tabs.addTab(self.models_tab, "Models")
         self.audit_tab = AuditTab()
         self.audit_tab.verifyRequested.connect(self.verify_audit)
@@ -1004,7 +1005,8 @@ class MainWindow(QMainWindow):
                           on_done=done, on_error=lambda m: self.pipeline_tab.note.setText(m))
 
     def _refresh_models_tab(self) -> None:
-        pass
+        if self.project is not None:
+            self.models_tab.refresh()
 
     def _tab_changed(self, _i: int) -> None:
         w = self.tabs.currentWidget()
@@ -1012,6 +1014,8 @@ class MainWindow(QMainWindow):
             self.refresh_audit()
         elif w is self.charts and self._charts_dirty:
             self.refresh_charts()
+        elif w is self.models_tab:
+            self._refresh_models_tab()
 
     def refresh_all(self) -> None:
         self._audit_dirty = self._charts_dirty = True

@@ -1,4 +1,5 @@
-"""The window's secondary tabs: Audit (trail + Verify), Pipeline (stage status with reasons), Models, Charts."""
+"""The window's secondary tabs: Audit (trail + Verify), Pipeline (stage status with reasons), Charts. The Models tab
+is in models_tab.py."""
 from __future__ import annotations
 
 import json
@@ -130,24 +131,6 @@ class PipelineTab(QWidget):
         for i, r in enumerate(rows):
             for c, v in enumerate(r):
                 self.runs.setItem(i, c, QTableWidgetItem(str(v)))
-
-
-class ModelsTab(QWidget):
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        lay = QVBoxLayout(self)
-        self.note = QLabel("Model versions, metrics, lineage and model approval appear here once the model "
-                           "registry is part of this build. Training uses approved batches only.")
-        self.note.setWordWrap(True)
-        lay.addWidget(self.note)
-        self.table = _table(["Model", "Version", "Target", "Estimator", "Trained by", "Status", "Metrics"])
-        lay.addWidget(self.table, 1)
-
-    def set_models(self, rows: Sequence[Sequence[str]]) -> None:
-        self.table.setRowCount(len(rows))
-        for i, r in enumerate(rows):
-            for c, v in enumerate(r):
-                self.table.setItem(i, c, QTableWidgetItem(str(v)))
 
 
 # --- charts ---------------------------------------------------------------------------------------------------
