@@ -108,9 +108,11 @@ def test_models_tab_train_approve_export(qtbot, project, tmp_path, errors):
 
     # bob (second person) signs the approval of v1 in the signature dialog
     win.user = "bob"
-    tab.table.selectRow(0)
     with qtbot.waitSignal(tab.modelsChanged, timeout=10000):
         tab.refresh(select=1)
+    qtbot.waitUntil(lambda: not win.tasks.busy(), timeout=10000)  # no other refresh still on its way
+    tab.select_row(0)
+    assert tab.current_id() == 1
     assert tab.approve_button.isEnabled() and tab.reject_button.isEnabled()
     tab.approve_button.click()
     dlg = sign(qtbot, tab, "wrong-password")
@@ -123,7 +125,8 @@ def test_models_tab_train_approve_export(qtbot, project, tmp_path, errors):
     assert tab.export_button.isEnabled()
 
     # reject v2 with a comment
-    tab.table.selectRow(1)
+    tab.select_row(1)
+    assert tab.current_id() == 2
     tab.reject_button.click()
     with qtbot.waitSignal(tab.modelsChanged, timeout=10000):
         sign(qtbot, tab, PW["bob"], comment="overfits the small classes")
@@ -131,7 +134,8 @@ def test_models_tab_train_approve_export(qtbot, project, tmp_path, errors):
     assert not tab.export_button.isEnabled() and "rejected" in tab.export_button.toolTip()
 
     # export v1 into a new folder, signed by bob
-    tab.table.selectRow(0)
+    tab.select_row(0)
+    assert tab.current_id() == 1
     out = tmp_path / "bundle"
     tab.choose_folder = lambda: str(out)
     tab.export_button.click()

@@ -296,13 +296,23 @@ def train(project: Project, user: str, target: str | None = None, model: str = "
 
 
 def _load_result(project: Project, key: str) -> dict[str, Any]:
+    """A verified cache result; joblib files are memory-mapped (the features matrix is read only in part)."""
+    import joblib
+
     from .pipeline.cache import ResultStore
+    from .pipeline.errors import CorruptResult
 
     with project.read() as conn:
         r = conn.execute(select(db.results).where(db.results.c.key == key)).first()
     if r is None:
         raise HitlError(f"internal: result {key[:12]} is not registered")
-    return ResultStore(project.path, writable=False).load(key, r.path, r.sha256, r.kind)
+    store = ResultStore(project.path, writable=False)
+    if r.kind != "object":
+        return store.load(key, r.path, r.sha256, r.kind)
+    bad = store.check(r.path, r.sha256)
+    if bad:
+        raise CorruptResult(key, f"result {key[:12]}: {bad}; train again to recompute it")
+    return joblib.load(store.path(r.path), mmap_mode="r")
 
 
 def model_bytes(model: Any) -> bytes:
@@ -369,7 +379,7 @@ def _register(project: Project, user: str, name: str, spec: Any, report: Any, st
     from .sources import get_source
 
     source = get_source(project, int(src["id"]))
-    tp = spec.step(steps["train"]).params
+    tp = json.loads(results[keys[steps["train"]]].params_json)  # resolved: defaults included
     trained_at = utc_now()
     lineage = {
         "pipeline": {"name": name, "source": spec.source, "steps": stage_info},

@@ -89,22 +89,22 @@ class ModelsTab(QWidget):
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Target:"))
         self.target = QComboBox()
-        self.target.setMinimumWidth(120)
         bar.addWidget(self.target)
         bar.addWidget(QLabel("Model:"))
         self.estimator = QComboBox()
         self.estimator.addItems(["logreg", "forest", "hgb"])
         bar.addWidget(self.estimator)
-        self.approved_only = QCheckBox("Approved batches only")
+        self.approved_only = QCheckBox("Approved only")
         self.approved_only.setToolTip("Train on the validly approved batches and leave the others out")
         bar.addWidget(self.approved_only)
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self.train)
         bar.addWidget(self.train_button)
+        bar.addStretch(1)
+        lay.addLayout(bar)
         self.note = QLabel("Training uses validly approved batches only.")
         self.note.setWordWrap(True)
-        bar.addWidget(self.note, 1)
-        lay.addLayout(bar)
+        lay.addWidget(self.note)
 
         split = QSplitter(Qt.Orientation.Vertical)
         self.table = _table(["Id", "Model", "Status", "Estimator", "Accuracy", "Bal. acc.", "Macro F1", "ROC AUC",
@@ -125,10 +125,11 @@ class ModelsTab(QWidget):
         self.export_button.clicked.connect(self.export)
         for b in (self.approve_button, self.reject_button, self.export_button):
             acts.addWidget(b)
+        acts.addStretch(1)
+        ll.addLayout(acts)
         self.reason = QLabel("")
         self.reason.setWordWrap(True)
-        acts.addWidget(self.reason, 1)
-        ll.addLayout(acts)
+        ll.addWidget(self.reason)
         self.detail = QTabWidget()
         self.metrics = _table(["Metric"])
         self.detail.addTab(self.metrics, "Metrics side by side")
@@ -197,20 +198,32 @@ class ModelsTab(QWidget):
         if models:
             ids = [m.id for m in models]
             row = ids.index(select) if select in ids else len(models) - 1
-            t.selectRow(row)
+            self.select_row(row)
         self._selection_changed()
         self.modelsChanged.emit()
+
+    def select_row(self, row: int) -> None:
+        """Select exactly one version (and make it the current row)."""
+        from PySide6.QtCore import QItemSelectionModel
+
+        sm, idx = self.table.selectionModel(), self.table.model().index(row, 0)
+        flags = QItemSelectionModel.SelectionFlag
+        sm.setCurrentIndex(idx, flags.ClearAndSelect | flags.Rows)
 
     def selected_models(self) -> list[core_models.ModelInfo]:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})
         return [self.models[r] for r in rows if r < len(self.models)]
 
     def current_id(self) -> int | None:
-        sel = self.selected_models()
-        return sel[-1].id if sel else None
+        m = self.current()
+        return m.id if m is not None else None
 
     def current(self) -> core_models.ModelInfo | None:
+        """The version the actions apply to: the current row when it is selected, else the last selected one."""
+        r = self.table.currentRow()
         sel = self.selected_models()
+        if 0 <= r < len(self.models) and self.models[r] in sel:
+            return self.models[r]
         return sel[-1] if sel else None
 
     def _selection_changed(self) -> None:

