@@ -93,6 +93,8 @@ def test_models_tab_train_approve_export(qtbot, project, tmp_path, errors):
     assert not tab.export_button.isEnabled() and "not approved" in tab.export_button.toolTip()
     assert "four-eyes" in tab.reason.text()
     # confusion matrix drawn, lineage filled, metrics side by side
+    assert tab.figure is None  # matplotlib waits until the chart is shown
+    tab.detail.setCurrentWidget(tab.chart_host)
     assert tab.figure.axes and tab.figure.axes[0].images
     assert tab.lineage.topLevelItemCount() >= 5 and tab.lineage.topLevelItem(0).text(0) == "pipeline"
     assert tab.metrics.columnCount() == 2 and tab.metrics.item(0, 0).text() == "held-out accuracy"

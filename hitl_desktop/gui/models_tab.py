@@ -141,6 +141,8 @@ class ModelsTab(QWidget):
         self.lineage = QTreeWidget()
         self.lineage.setHeaderLabels(["Lineage", "Value"])
         self.detail.addTab(self.lineage, "Lineage")
+        self._chart_dirty = True
+        self.detail.currentChanged.connect(lambda _i: self._maybe_draw())
         ll.addWidget(self.detail, 1)
         split.addWidget(lower)
         split.setSizes([220, 420])
@@ -238,9 +240,20 @@ class ModelsTab(QWidget):
             for c, col in enumerate(cols):
                 mt.setItem(r, c + 1, QTableWidgetItem(col[r]))
         m = self.current()
-        self._draw_confusion(m)
+        self._chart_dirty = True
+        self._maybe_draw()
         self._fill_lineage(m)
         self._update_buttons()
+
+    def _maybe_draw(self) -> None:
+        """Draw the confusion matrix only when it is on screen (matplotlib is imported on first use)."""
+        if self._chart_dirty and self.isVisible() and self.detail.currentWidget() is self.chart_host:
+            self._chart_dirty = False
+            self._draw_confusion(self.current())
+
+    def showEvent(self, e) -> None:  # noqa: N802
+        super().showEvent(e)
+        self._maybe_draw()
 
     def _draw_confusion(self, m: core_models.ModelInfo | None) -> None:
         if self.figure is None:
