@@ -92,7 +92,7 @@ def test_stored_flags_meet_the_quality_bar_through_the_pipeline(wine):
     assert f1 >= 0.7
     # every label flag suggests another class; review order meets 90% of faulty rows within 1.3x their number
     assert all(fl.suggestion and fl.suggestion != "" for fl in flags if fl.kind == "label")
-    from hitl_desktop.cli.checks_cmds import ordered_flags
+    from hitl_desktop.core.review import ordered_flags
 
     order = []
     for d in ordered_flags(p):

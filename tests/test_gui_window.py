@@ -63,8 +63,11 @@ def test_keyboard_review_flow_end_to_end(qtbot, project, errors):
     assert win.batch_id == ids["b1"], "the riskiest batch opens first"
     flags = {f.kind: f for f in win.flags}
 
-    # next flag: F8 walks to the category flag (row 1, island), then to the type flag (row 2, bill)
+    # next flag: F8 walks the open flags in review order, riskiest row first: the high type flag (row 2, bill),
+    # then the medium category flag (row 1, island)
     win.view.setCurrentIndex(win.model.index(0, 0))
+    key(qtbot, win, Qt.Key.Key_F8, wait_write=False)
+    assert win.current_cell() == (2, "bill")
     key(qtbot, win, Qt.Key.Key_F8, wait_write=False)
     assert win.current_cell() == (1, "island")
     qtbot.waitUntil(lambda: "near-miss" in win.side.flag_list.item(0).text(), timeout=3000)

@@ -15,10 +15,10 @@ from sqlalchemy import delete, func, select
 
 from ..core import audit, db
 from ..core import flags as F
-from ..core.batches import list_batches
-from ..core.checks import SEVERITY_WEIGHT, Rule, validate_rule
+from ..core.checks import Rule, validate_rule
 from ..core.errors import HitlError, NotFound
 from ..core.pipeline import checks_stages as CS
+from ..core.review import open_flag_counts, ordered_flags, run_checks
 from ..core.sources import get_source
 from .context import open_project, require
 from .main import command, emit, table
@@ -98,31 +98,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 @command("checks")
 def cmd_checks(args: argparse.Namespace) -> int:
-    from ..core.pipeline import engine as E
-    from ..core.pipeline import spec as S
     from .pipeline_cmds import _Printer
 
     with open_project(args) as project:
         user = require(project, args, "run")
-        spec = S.get_pipeline(project, args.pipeline)
-        names = spec.step_names()
-        targets = [t for t in ("labels", "duplicates", "validate") if t in names]
-        if not targets:
-            raise HitlError(f"pipeline '{spec.name}' has no check steps (validate, duplicates, labels)")
-        # labels needs validate and clean; duplicates needs validate: run labels first, then what is left
-        done: set[str] = set()
-        reports = []
         printer = None if args.json else _Printer()
-        for t in targets:
-            if t in done:
-                continue
-            rep = E.run_pipeline(project, spec.name, t, user=user, observer=printer, n_jobs=args.jobs)
-            reports.append(rep)
-            done.update(s.step for s in rep.steps)
-            if rep.status != "done":
-                break
+        reports = run_checks(project, user, args.pipeline, observer=printer, n_jobs=args.jobs)
         notes = [n for r in reports for s in r.steps for n in s.notes]
-        counts = _open_counts(project)
+        counts = open_flag_counts(project)
     data = {"runs": [r.to_json() for r in reports], "notes": notes, "open_flags": counts}
 
     def text() -> str:
@@ -143,51 +126,7 @@ def cmd_checks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_counts(project) -> dict[str, int]:
-    with project.read() as conn:
-        return {k: n for k, n in conn.execute(select(db.flags.c.kind, func.count())
-                                              .where(db.flags.c.status == "open").group_by(db.flags.c.kind))}
-
-
 # --- flags ------------------------------------------------------------------------------------------------------
-
-
-def ordered_flags(project, batch: int | None = None, open_only: bool = False,
-                  kind: str | None = None) -> list[dict[str, Any]]:
-    """Flags in review order: batches by risk (list_batches), rows by risk within a batch (Σ severity x score of
-    the row's open flags, then all its flags), flags within a row by severity x score."""
-    recs = F.list_flags(project, batch, "open" if open_only else None)
-    if kind:
-        recs = [r for r in recs if r.kind == kind]
-    with project.read() as conn:
-        starts = {r.id: r.source_id for r in conn.execute(select(db.batches.c.id, db.batches.c.source_id))}
-    offsets: dict[int, int] = {}
-    for sid in set(starts.values()):
-        try:
-            offsets[sid] = get_source(project, sid).row_offset
-        except HitlError:
-            offsets[sid] = 0
-    border = {b.id: i for i, b in enumerate(list_batches(project))}
-    risk: dict[tuple[int, int], tuple[float, float]] = {}
-    for r in recs:
-        w = SEVERITY_WEIGHT.get(r.severity, 1) * float(r.score)
-        o, a = risk.get((r.batch_id, r.row_id), (0.0, 0.0))
-        risk[(r.batch_id, r.row_id)] = (o + (w if r.status == "open" else 0.0), a + w)
-
-    def key(r: F.FlagRecord):
-        o, a = risk[(r.batch_id, r.row_id)]
-        return (border.get(r.batch_id, 1 << 30), r.batch_id, -o, -a, r.row_id,
-                -SEVERITY_WEIGHT.get(r.severity, 1) * float(r.score), r.id)
-
-    out = []
-    for r in sorted(recs, key=key):
-        d = r.to_json()
-        d["source_row"] = r.row_id - offsets.get(starts.get(r.batch_id), 0)
-        d["row_risk"] = round(risk[(r.batch_id, r.row_id)][0], 4)
-        out.append({k: d[k] for k in ("id", "batch", "row", "source_row", "column", "kind", "severity", "score",
-                                      "message", "suggestion", "status", "row_risk", "resolved_by", "resolved_at",
-                                      "resolution")})
-    return out
 
 
 @command("flags")

@@ -80,6 +80,7 @@ def self_test(user: str | None = None, keep: bool = False) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     tmp = Path(tempfile.mkdtemp(prefix="hitl-selftest-"))
     os.environ["HITL_SETTINGS_FILE"] = str(tmp / "settings.ini")
+    os.environ["MPLCONFIGDIR"] = str(tmp / "matplotlib")  # the charts' font cache must not land in the user's config
     t0 = time.monotonic()
     try:
         app = make_app([sys.argv[0]])

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from .. import __version__
 from ..core import batches as core_batches
 from ..core import flags as core_flags
+from ..core import review
 from ..core.errors import HitlError
 from ..core.project import Project
 from ..core.sources import get_source, import_file
@@ -623,27 +624,27 @@ class MainWindow(QMainWindow):
 
     # ============================================================================================ navigation
     def goto_flag(self, step: int) -> bool:
+        """Walk the batch's open flags in review order (riskiest rows first, as `hitl flags`)."""
         if self.batch is None:
             return False
-        targets = []
-        for f in self.flags:
-            if f.status != "open":
-                continue
+        targets: list[tuple[int, int]] = []
+        for f in review.sort_flags([f for f in self.flags if f.status == "open"]):
             vr = self.model.view_row_of(f.row_id)
             if vr < 0:
                 continue
             c = self.model.column_index(f.column) if f.column else 0
-            targets.append((vr, max(c, 0)))
+            t = (vr, max(c, 0))
+            if t not in targets:
+                targets.append(t)
         if not targets:
             self.statusBar().showMessage("No open flags in this batch — Ctrl+PgDown goes to the next batch", 4000)
             return False
-        targets = sorted(set(targets))
         idx = self.view.currentIndex()
-        cur = (idx.row(), idx.column()) if idx.isValid() else (-1, -1)
-        if step > 0:
-            nxt = next((t for t in targets if t > cur), targets[0])
+        cur = (idx.row(), idx.column()) if idx.isValid() else None
+        if cur in targets:
+            nxt = targets[(targets.index(cur) + (1 if step > 0 else -1)) % len(targets)]
         else:
-            nxt = next((t for t in reversed(targets) if t < cur), targets[-1])
+            nxt = targets[0] if step > 0 else targets[-1]
         mi = self.model.index(*nxt)
         self.view.setCurrentIndex(mi)
         self.view.scrollTo(mi)

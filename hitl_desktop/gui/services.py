@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..core import audit, batches, flags
+from ..core import audit, batches, flags, review
 from ..core.errors import HitlError
 from ..core.project import Project
 
@@ -140,7 +140,7 @@ def checks_runner() -> Callable[..., Any] | None:
 
 
 def run_stages(project: Project, user: str, report: Callable[[float, str], None], cancel_event: threading.Event,
-               pipeline_name: str | None = None, stage: str | None = None) -> Any:
+               pipeline_name: str | None = None, stage: str | None = None, checks: bool = False) -> Any:
     """Run the pipeline (or one stage and what it needs) with progress for the window; blocking, off the GUI thread.
 
     The engine's run events become overall progress (steps done + the current step's fraction); a Cancel in the
@@ -182,18 +182,22 @@ def run_stages(project: Project, user: str, report: Callable[[float, str], None]
             report((i + 1) / n, f"{ev.step}: failed: {ev.message}")
 
     try:
-        result = pl.run_pipeline(project, pipeline_name, stage, user=user, observer=observer, cancel=token)
+        if checks:
+            results = review.run_checks(project, user, pipeline_name, observer=observer, cancel=token)
+            result = results[-1]
+        else:
+            result = pl.run_pipeline(project, pipeline_name, stage, user=user, observer=observer, cancel=token)
     finally:
         stop.set()
     if cancel_event.is_set():
         return result
-    return result.raise_for_status() if stage == "validate" else result
+    return result.raise_for_status() if checks else result
 
 
 def run_checks(project: Project, user: str, report: Callable[[float, str], None],
                cancel_event: threading.Event) -> Any:
-    """The automatic checks = the pipeline's `validate` stage (it stores the flags)."""
-    return run_stages(project, user, report, cancel_event, stage="validate")
+    """The automatic checks, exactly as `hitl checks`: core.review.run_checks (validate, duplicates, labels)."""
+    return run_stages(project, user, report, cancel_event, checks=True)
 
 
 def pipeline_status(project: Project) -> tuple[list[list[str]], list[list[str]]]:
