@@ -162,7 +162,7 @@ class BatchQueue(QWidget):
         hh = self.view.horizontalHeader()
         hh.setStretchLastSection(True)
         avg = self.fontMetrics().averageCharWidth()
-        for col, chars in enumerate((16, 9, 5, 8, 5, 7)):
+        for col, chars in enumerate((17, 8, 5, 11, 5, 6)):
             hh.resizeSection(col, avg * chars + 12)
         lay.addWidget(self.view)
         self.filter.currentIndexChanged.connect(lambda _i: self.model.set_filter(self.filter.currentData()))

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         w, h = (int(x) for x in args.size.split("x"))
         win = MainWindow(None, user=user, ask_user=False)
         win.resize(w, h)
-        win.splitter.setSizes([int(w * 0.27), int(w * 0.5), int(w * 0.23)])
+        win.splitter.setSizes([int(w * 0.29), int(w * 0.49), int(w * 0.22)])
         win.show()
         loaded: list[int] = []
         win.batchLoaded.connect(loaded.append)
