@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from ..core import identity
 from ..core import models as core_models
 from .dialogs import SignatureDialog, show_error
+from .tabs import _table
 
 HEADLINE = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")
 
@@ -55,18 +56,6 @@ def metric_rows(models: Sequence[core_models.ModelInfo]) -> tuple[list[str], lis
                 m.trained_by]
         cols.append(col)
     return labels, cols
-
-
-def _table(headers: Sequence[str]) -> QTableWidget:
-    t = QTableWidget(0, len(headers))
-    t.setHorizontalHeaderLabels(list(headers))
-    t.verticalHeader().hide()
-    t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-    t.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-    t.setWordWrap(False)
-    t.horizontalHeader().setStretchLastSection(True)
-    t.setAlternatingRowColors(True)
-    return t
 
 
 class ModelsTab(QWidget):
