@@ -12,11 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from .cells import make_flags, out_of_range_mask
 from .parse import as_str, fmt_number, parse_column
@@ -28,6 +23,10 @@ CL_METHODS = ("prune_by_noise_rate", "confident_joint", "both")
 
 def default_label_model() -> Any:
     """Standardised multinomial logistic regression: fast, calibrated enough for confident learning."""
+    from sklearn.linear_model import LogisticRegression  # scikit-learn is imported on first use: the cell
+    from sklearn.pipeline import make_pipeline  # checks (and the pipeline's batch workers) never need it
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=1.0))
 
 
@@ -226,6 +225,9 @@ def find_label_issues(
     if X.shape[1] == 0:
         return done([], "no usable feature columns for a label model")
     n_splits = int(max(2, min(cv, counts.min())))
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
     est = clone(estimator) if estimator is not None else default_label_model()
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     probs = cross_val_predict(est, X, y, cv=folds, method="predict_proba", n_jobs=n_jobs)

@@ -196,23 +196,49 @@ def exact_row_hash(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return acc
 
 
+def _value_text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and value != value) or value is pd.NA else str(value)
+
+
+def value_keys(kind: Any, column: Any, row_ids: Any, values: Any) -> list[str]:
+    """`value_key` of many flags at once (kind and column may be scalars or sequences)."""
+    import hashlib
+
+    n = len(row_ids)
+    kinds = [kind] * n if isinstance(kind, str) else kind
+    columns = [column] * n if column is None or isinstance(column, str) else column
+    sha = hashlib.sha256
+    return [sha(f"{k}\x1f{c}\x1f{int(r)}\x1f{_value_text(v)}".encode("utf-8")).hexdigest()
+            for k, c, r, v in zip(kinds, columns, row_ids, values)]
+
+
 def flags_to_frame(flags: list[Any], df: pd.DataFrame) -> pd.DataFrame:
-    """Flag objects -> the stored table (FLAG_COLUMNS), with the value key of each flagged cell."""
+    """Flag objects -> the stored table (FLAG_COLUMNS), with the value key of each flagged cell (built column-wise:
+    the flagged values are taken per column by position, the keys hashed in one pass)."""
     if not flags:
         return empty_flags()
-    by_col: dict[Any, list[int]] = defaultdict(list)
-    for i, f in enumerate(flags):
-        by_col[f.column].append(i)
-    values: list[Any] = [None] * len(flags)
-    for col, idxs in by_col.items():
-        if col is None or col not in df.columns:
+    n = len(flags)
+    rows = np.fromiter((f.row for f in flags), dtype=np.int64, count=n)
+    columns = [f.column for f in flags]
+    kinds = [f.kind for f in flags]
+    values = np.full(n, None, dtype=object)
+    col_codes, col_uniq = pd.factorize(pd.Series(columns, dtype=object), use_na_sentinel=True)
+    for code, col in enumerate(col_uniq):
+        if col not in df.columns:
             continue
-        vals = df[col].loc[[flags[i].row for i in idxs]].tolist()
-        for i, v in zip(idxs, vals):
-            values[i] = v
-    recs = [(int(f.row), f.column, f.kind, f.severity, float(f.score), f.message, f.suggestion,
-             value_key(f.kind, f.column, int(f.row), v)) for f, v in zip(flags, values)]
-    return pd.DataFrame.from_records(recs, columns=FLAG_COLUMNS).astype({"row_id": "int64", "score": "float64"})
+        idxs = np.flatnonzero(col_codes == code)
+        pos = df.index.get_indexer(rows[idxs])
+        s = df[col]
+        vals = s.iloc[pos[pos >= 0]].tolist()
+        if (pos < 0).any():  # a row missing from the frame: no value, as .loc would have failed anyway
+            raise KeyError(f"flagged rows not in the batch: {rows[idxs][pos < 0][:5].tolist()}")
+        values[idxs] = vals if len(vals) != 1 else [vals[0]]
+    return pd.DataFrame({
+        "row_id": rows, "column": columns, "kind": kinds, "severity": [f.severity for f in flags],
+        "score": np.fromiter((float(f.score) for f in flags), dtype=np.float64, count=n),
+        "message": [f.message for f in flags], "suggestion": [f.suggestion for f in flags],
+        "value_key": value_keys(kinds, columns, rows.tolist(), values.tolist()),
+    }, columns=FLAG_COLUMNS)
 
 
 def empty_flags(with_batch: bool = False) -> pd.DataFrame:

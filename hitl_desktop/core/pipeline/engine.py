@@ -886,15 +886,18 @@ def _store_flags(conn, flags_by_batch: dict[int, list[tuple] | None], run_id: in
             conn.execute(delete(F).where(and_(F.c.batch_id.in_(part), F.c.status == "open", F.c.run_id.is_not(None),
                                               *scope)))
     rows = []
+    skip = kept or same
     for bid in bids:
+        bid = int(bid)
         for row_id, column, kind, severity, score, message, suggestion, vkey in flags_by_batch[bid]:
-            if (bid, row_id, column, kind, vkey) in kept or (bid, int(row_id), column, kind, vkey) in same:
+            row_id = int(row_id)
+            if skip and ((bid, row_id, column, kind, vkey) in kept or (bid, row_id, column, kind, vkey) in same):
                 continue
-            rows.append(dict(batch_id=bid, row_id=int(row_id), column=column, kind=kind, severity=severity,
-                             score=float(score), message=message, suggestion=suggestion, status="open",
-                             value_key=vkey, run_id=run_id))
-    if rows:
-        conn.execute(F.insert(), rows)
+            rows.append((bid, row_id, column, kind, severity, float(score), message, suggestion, vkey, run_id))
+    if rows:  # one prepared statement, many rows, through the DB-API (no per-row SQLAlchemy parameter building)
+        conn.exec_driver_sql(
+            'INSERT INTO flags (batch_id, row_id, "column", kind, severity, score, message, suggestion, status, '
+            "value_key, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)", rows)
 
 
 # --- public API ---------------------------------------------------------------------------------------------------
