@@ -53,17 +53,46 @@ def _profile_params(params: dict[str, Any] | None) -> dict[str, Any]:
 
 def compute_profile(project, source, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Profile of a source version's current data (edits applied), from a fixed-seed sample of rows."""
-    from ..batches import load_source
     from ..checks import profile_columns
 
-    df = load_source(project, source.id)
-    if len(df) > PROFILE_SAMPLE_ROWS:
-        idx = np.sort(np.random.default_rng(0).choice(len(df), PROFILE_SAMPLE_ROWS, replace=False))
-        df = df.iloc[idx]
+    df = _profile_sample(project, source)
     infos = {c.name: c.logical for c in source.columns}
     prof = profile_columns(df, infos, **_profile_params(params))
     prof["source"] = source.id
     return prof
+
+
+def _profile_sample(project, source) -> pd.DataFrame:
+    """The source's rows (edits applied), or a fixed-seed sample of PROFILE_SAMPLE_ROWS of them when larger. The
+    sample is taken from the Arrow table before conversion, so a large source is never converted whole."""
+    from ..batches import _apply_overrides, _to_pandas, load_source
+
+    reader = project.reader(source.data_file)
+    n = int(source.row_count or 0)
+    with project.read() as conn:
+        n_batches = conn.execute(select(db.batches.c.id).where(db.batches.c.source_id == source.id)).all()
+    if n <= PROFILE_SAMPLE_ROWS or len(n_batches) != reader.num_record_batches:
+        df = load_source(project, source.id)
+        if len(df) > PROFILE_SAMPLE_ROWS:
+            idx = np.sort(np.random.default_rng(0).choice(len(df), PROFILE_SAMPLE_ROWS, replace=False))
+            df = df.iloc[idx]
+        return df
+    table = reader.read_all()
+    if table.num_rows != n:
+        return load_source(project, source.id).iloc[
+            np.sort(np.random.default_rng(0).choice(table.num_rows, PROFILE_SAMPLE_ROWS, replace=False))]
+    idx = np.sort(np.random.default_rng(0).choice(n, PROFILE_SAMPLE_ROWS, replace=False))
+    df = _to_pandas(table.take(idx))
+    df.index = pd.Index(source.row_offset + idx, name="row")
+    with project.read() as conn:
+        ov = [(r.row_id, r.column, r.value) for r in conn.execute(
+            select(db.overrides.c.row_id, db.overrides.c.column, db.overrides.c.value)
+            .join(db.batches, db.batches.c.id == db.overrides.c.batch_id)
+            .where(db.batches.c.source_id == source.id))]
+    if ov:
+        ids = set(df.index.tolist())
+        _apply_overrides(df, source, [o for o in ov if o[0] in ids])
+    return df
 
 
 def auto_profile(project, source, params: dict[str, Any] | None = None, refresh: bool = False) -> dict[str, Any]:
