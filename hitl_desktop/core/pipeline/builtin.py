@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .checks_stages import (FLAG_COLUMNS, ROW_FLAG_KINDS, Duplicates, Labels, checks_context, empty_flags,
-                            exact_row_hash, flags_to_frame, run_cell_checks_batch, value_key)
+                            exact_row_hash, flags_to_frame, run_cell_checks_batch, value_key, value_keys,
+                            _value_text)
 from .model_stages import Evaluate, Export, Featurize, Train  # the model stages (docs/models.md)
 from .stage import Param, Stage, StageContext
 
@@ -61,7 +62,7 @@ class Validate(Stage):
         "category_max": Param(int, 50, min=1, max=10000, help="most categories a text column may have"),
         "duplicate_exclude": Param(list, [], help="columns left out of the duplicate fingerprint (e.g. an id)"),
     }
-    code_deps = (check_batch, value_key, run_cell_checks_batch, flags_to_frame, exact_row_hash)
+    code_deps = (check_batch, value_key, value_keys, _value_text, run_cell_checks_batch, flags_to_frame, exact_row_hash)
     stores_flags = True
     flag_kinds_exclude = ROW_FLAG_KINDS  # duplicates and labels are stored by their whole-project steps
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -349,7 +348,7 @@ class Duplicates(Stage):
     }
     stores_flags = True
     flag_kinds = ("duplicate",)
-    code_deps = (value_key, empty_flags)
+    code_deps = (value_key, value_keys, _value_text, empty_flags)
 
     def run(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         from ..checks.types import DROP_DUPLICATE
@@ -384,7 +383,7 @@ class Duplicates(Stage):
             "batch_id": bid[dup], "row_id": rows[dup], "column": pd.Series([None] * len(dup), dtype=object),
             "kind": "duplicate", "severity": params["severity"], "score": score, "message": msgs,
             "suggestion": DROP_DUPLICATE,
-            "value_key": [value_key("duplicate", None, int(r), f"{int(h):x}") for r, h in zip(rows[dup], fp[dup])],
+            "value_key": value_keys("duplicate", None, rows[dup].tolist(), [f"{h:x}" for h in fp[dup].tolist()]),
         })
         ctx.report(1.0, f"{len(dup)} duplicate rows")
         return {"flags": out}
@@ -423,7 +422,7 @@ class Labels(Stage):
     stores_flags = True
     flag_kinds = ("label",)
     wants_previous = True
-    code_deps = (_row_hash, empty_flags, value_key)
+    code_deps = (_row_hash, empty_flags, value_key, value_keys, _value_text)
 
     def plan_context(self, project, source, params: dict[str, Any]) -> dict[str, Any] | None:
         if not params.get("enabled", True) or not source.label:
@@ -465,7 +464,6 @@ def _label_check(ctx: StageContext, df: pd.DataFrame, bids: np.ndarray, meta: di
     from sklearn.preprocessing import StandardScaler
 
     from ..checks import confident_learning, label_features, profile_columns
-    from ..checks.cells import make_flags
     from ..checks.labels import _labels
     from ..checks.types import normalize_infos
 
@@ -492,11 +490,12 @@ def _label_check(ctx: StageContext, df: pd.DataFrame, bids: np.ndarray, meta: di
         lone = ", ".join(repr(c) for c in np.asarray(classes, dtype=object)[counts < 2][:5])
         return skip(f"class {lone} has only one member; the label check needs at least two per class")
     ctx.report(0.05, "cleaning features")
-    X = label_features(df, infos, label, profile)[have]
+    X = label_features(df, infos, label, profile)
     if X.shape[1] == 0:
         return skip("no usable feature columns for a label model")
-    row_ids = df.index.to_numpy(dtype=np.int64)[have]
-    bids = bids[have]
+    row_ids = df.index.to_numpy(dtype=np.int64)
+    if not have.all():  # (no copy of the matrix when every row has a label)
+        X, row_ids, bids = X[have], row_ids[have], bids[have]
     fh = _row_hash(X)
     sig = {"classes": classes, "width": int(X.shape[1]),
            "params": {k: params[k] for k in ("folds", "method", "C", "max_iter", "seed")}}
@@ -566,15 +565,19 @@ def _label_check(ctx: StageContext, df: pd.DataFrame, bids: np.ndarray, meta: di
     alt[np.arange(len(idx)), y[idx]] = -1.0
     best = alt.argmax(axis=1)
     p_best = alt[np.arange(len(idx)), best]
-    msgs = [f"label {classes[g]!r} is unlikely (p={pg:.2f}); the model prefers {classes[b]!r} (p={pb:.2f})"
-            for g, b, pg, pb in zip(y[idx].tolist(), best.tolist(), p_given.tolist(), p_best.tolist())]
-    sugg = [classes[b] for b in best.tolist()]
-    flags = make_flags(row_ids[idx], label, "label", "high", 1.0 - p_given, msgs, sugg)
-    given = [classes[g] for g in y[idx].tolist()]
-    out = pd.DataFrame.from_records(
-        [(int(b), int(f.row), f.column, f.kind, f.severity, float(f.score), f.message, f.suggestion,
-          value_key("label", label, int(f.row), g)) for b, f, g in zip(bids[idx].tolist(), flags, given)],
-        columns=["batch_id"] + FLAG_COLUMNS) if flags else empty_flags(True)
+    if len(idx) == 0:
+        out = empty_flags(True)
+    else:  # column-wise: no Flag object per row
+        cls = np.asarray(classes, dtype=object)
+        given, sugg = cls[y[idx]].tolist(), cls[best].tolist()
+        msgs = [f"label {g!r} is unlikely (p={pg:.2f}); the model prefers {b!r} (p={pb:.2f})"
+                for g, b, pg, pb in zip(given, sugg, p_given.tolist(), p_best.tolist())]
+        rows = row_ids[idx]
+        out = pd.DataFrame({
+            "batch_id": bids[idx].astype(np.int64), "row_id": rows.astype(np.int64), "column": [label] * len(idx),
+            "kind": ["label"] * len(idx), "severity": ["high"] * len(idx),
+            "score": np.clip(1.0 - p_given, 0.0, 1.0).round(4), "message": msgs, "suggestion": sugg,
+            "value_key": value_keys("label", label, rows.tolist(), given)}, columns=["batch_id"] + FLAG_COLUMNS)
     report["flagged"] = int(len(idx))
     ctx.report(1.0, f"{len(idx)} likely label errors")
     return {"flags": out, "state": state, "report": report}
