@@ -30,6 +30,26 @@ def run_cell_checks(
     return run_cell_checks_ex(df, infos, profile, rules, other_fingerprints, duplicate_exclude)[0]
 
 
+def check_columns(df: pd.DataFrame, types: dict[str, str], columns_profile: dict[str, Any],
+                  opts: dict[str, Any]) -> tuple[list[Flag], dict[str, Any], dict[str, Any]]:
+    """Per-column cell checks. Returns (flags, parsed columns by name, the column profiles used: given ones, and
+    on-the-fly profiles for columns the given profile lacks)."""
+    cols = dict(columns_profile)
+    flags: list[Flag] = []
+    parsed_all: dict[str, Any] = {}
+    for name in df.columns:
+        name_s = str(name)
+        logical = types[name_s]
+        parsed = parse_column(df[name], logical)
+        parsed_all[name_s] = parsed
+        prof = cols.get(name_s)
+        if prof is None:
+            prof = profile_one(df[name], logical, parsed, opts)
+            cols[name_s] = prof
+        flags += check_column(df[name], name_s, logical, parsed, prof)
+    return flags, parsed_all, cols
+
+
 def run_cell_checks_ex(
     df: pd.DataFrame,
     infos: Any = None,
@@ -42,18 +62,7 @@ def run_cell_checks_ex(
     types = normalize_infos(df, infos)
     cols = dict((profile or {}).get("columns", {}))
     opts = {**DEFAULTS, **((profile or {}).get("params") or {})}
-    flags: list[Flag] = []
-    parsed_all = {}
-    for name in df.columns:
-        name_s = str(name)
-        logical = types[name_s]
-        parsed = parse_column(df[name], logical)
-        parsed_all[name_s] = parsed
-        prof = cols.get(name_s)
-        if prof is None:
-            prof = profile_one(df[name], logical, parsed, opts)
-            cols[name_s] = prof
-        flags += check_column(df[name], name_s, logical, parsed, prof)
+    flags, parsed_all, cols = check_columns(df, types, cols, opts)
     used = {"version": 1, "n_rows": int(len(df)), "params": opts, "columns": cols}
     if profile is not None:
         used = {**profile, "columns": cols}

@@ -282,11 +282,9 @@ def empty_flags(with_batch: bool = False) -> pd.DataFrame:
 def run_cell_checks_batch(df: pd.DataFrame, columns: list[Any], label: str | None, params: dict[str, Any],
                           context: dict[str, Any] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(flags table, fingerprints table) of one batch: every check but duplicates and the label model."""
-    from ..checks.cells import check_column
     from ..checks.duplicates import row_fingerprints
-    from ..checks.parse import parse_column
-    from ..checks.profile import profile_one
     from ..checks.rules import apply_rules
+    from ..checks.run import check_columns
     from ..checks.types import normalize_infos
 
     context = context or {}
@@ -304,24 +302,16 @@ def run_cell_checks_batch(df: pd.DataFrame, columns: list[Any], label: str | Non
     if not params.get("check_categories", True):
         skip.add("category")
     sev_missing = params.get("missing_severity", "low")
+    found, parsed_all, _ = check_columns(df, types, cols_prof, opts)
     flags: list[Any] = []
-    parsed_all = {}
-    for name in df.columns:
-        name_s = str(name)
-        logical = types[name_s]
-        parsed = parse_column(df[name], logical)
-        parsed_all[name_s] = parsed
-        p = cols_prof.get(name_s)
-        if p is None:
-            p = profile_one(df[name], logical, parsed, opts)
-        for f in check_column(df[name], name_s, logical, parsed, p):
-            if f.kind in skip:
-                continue
-            if f.kind == "missing":
-                sev = "high" if name_s == label else sev_missing
-                msg = f"missing value in '{name_s}'" + (" (the label)" if name_s == label else "")
-                f = type(f)(f.row, f.column, f.kind, sev, f.score, msg, f.suggestion)
-            flags.append(f)
+    for f in found:
+        if f.kind in skip:
+            continue
+        if f.kind == "missing":
+            sev = "high" if f.column == label else sev_missing
+            msg = f"missing value in '{f.column}'" + (" (the label)" if f.column == label else "")
+            f = type(f)(f.row, f.column, f.kind, sev, f.score, msg, f.suggestion)
+        flags.append(f)
     rules = _rule_objects(context.get("rules") or [], df.columns)
     if rules:
         flags += apply_rules(df, rules, types)
