@@ -233,6 +233,25 @@ def test_disk_full_while_writing_originals(project, tmp_path, monkeypatch):
     assert not any((project.path / "data" / "tmp").iterdir())
 
 
+def test_disk_full_inside_the_real_writer(project, tmp_path, monkeypatch):
+    """ENOSPC raised by the background writer thread of the originals file: refused, nothing left behind."""
+    from hitl_desktop.core import filewrite
+
+    f = write(tmp_path, "d.csv", CSV)
+    before = snapshot(project)
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(filewrite.os, "write", full)
+    with pytest.raises(ImportRefused, match="disk is full"):
+        import_file(project, f, ImportOptions(), user="alice")
+    monkeypatch.undo()
+    assert snapshot(project) == before
+    assert not any((project.path / "data" / "tmp").iterdir())
+    assert import_file(project, f, ImportOptions(), user="alice").rows > 0  # and the next import works
+
+
 def test_database_failure_during_registration_removes_data_file(project, tmp_path, monkeypatch):
     f = write(tmp_path, "d.csv", CSV)
     before = snapshot(project)

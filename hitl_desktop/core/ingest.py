@@ -256,6 +256,7 @@ def _read_csv(path: str, data: bytes, options: ImportOptions) -> ReadResult:
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
                 null_values=[""],
+                check_utf8=False,  # _to_utf8 has already made sure the bytes are valid UTF-8
             ),
         )
     except pa.ArrowInvalid as exc:
@@ -377,9 +378,20 @@ def _mangles(col: pa.ChunkedArray) -> bool:
             continue
         offsets = np.frombuffer(off_buf, dtype=np.int32, count=len(chunk) + 1)
         data = np.frombuffer(data_buf, dtype=np.uint8)
-        start, length = offsets[:-1], np.diff(offsets)
-        pad = np.concatenate([data, np.zeros(3, dtype=np.uint8)])
-        c0, c1, c2 = pad[start], pad[start + 1], pad[start + 2]
+        if len(data) == 0:
+            continue
+        start = offsets[:-1]
+        last = len(data) - 1  # an empty last value starts at len(data): clamp instead of padding (a copy)
+        c0 = data[np.minimum(start, last)] if start[-1] > last else data[start]
+        # Only values starting with '0', '+' or '-' can be a code: look closer at those alone.
+        maybe = np.flatnonzero((c0 == ord("0")) | (c0 == ord("+")) | (c0 == ord("-")))
+        if len(maybe) == 0:
+            continue
+        s0 = start[maybe]
+        length = offsets[maybe + 1] - s0
+        c0 = c0[maybe]
+        c1 = data[np.minimum(s0 + 1, last)]
+        c2 = data[np.minimum(s0 + 2, last)]
         signed = (c0 == ord("+")) | (c0 == ord("-"))
         digit1 = (c1 >= ord("0")) & (c1 <= ord("9"))
         digit2 = (c2 >= ord("0")) & (c2 <= ord("9"))

@@ -5,7 +5,6 @@ import errno
 import hashlib
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +14,7 @@ from sqlalchemy import func, select
 
 from . import audit, db
 from .errors import HitlError, ImportRefused
+from .filewrite import DurableHashingFile
 from .ingest import ColumnInfo, ImportOptions, read_bytes, read_file
 from .project import Project
 from .util import canonical_json, fsync_dir, utc_now
@@ -79,7 +79,7 @@ def import_file(
             return ImportReport(existing.id, True, existing.row_count, ids, result.columns, result.detected,
                                 ["identical bytes and options were imported before: nothing added"])
     report(0.4, "writing originals")
-    table = result.table.combine_chunks()
+    table = result.table
     n = table.num_rows
     bs = options.batch_size
     tmp = project.new_tmp_path(".arrow")
@@ -137,29 +137,25 @@ def import_file(
 def _write_arrow(path: Path, table: pa.Table, batch_size: int) -> str:
     """Write one record batch per review batch, fsync, and return the file's sha256.
 
-    The IPC file is serialised once into a buffer of the exact size; a thread hashes that buffer (hashlib releases
-    the GIL) while this thread writes it to disk and fsyncs, so the hash costs no extra pass over the file.
+    The parsed table stays in its parser chunks (no full `combine_chunks` copy): each review batch is a slice, and
+    only a slice that straddles two chunks is combined (one batch's rows). Arrow's IPC writer fills a 4 MB buffer
+    that goes to a `DurableHashingFile` (hashing and writing in a background thread, O_DIRECT where available).
     """
-    batches = table.to_batches(max_chunksize=batch_size)
-    sizer = pa.MockOutputStream()
-    with pa.ipc.new_file(sizer, table.schema) as writer:
-        for rb in batches:
-            writer.write_batch(rb)
-    buf = pa.allocate_buffer(sizer.size())
-    with pa.ipc.new_file(pa.FixedSizeBufferWriter(buf), table.schema) as writer:
-        for rb in batches:
-            writer.write_batch(rb)
-    digest: dict[str, str] = {}
-    hasher = threading.Thread(target=lambda: digest.setdefault("h", hashlib.sha256(memoryview(buf)).hexdigest()))
-    hasher.start()
+    out = DurableHashingFile(path, expected_size=table.nbytes + (table.num_rows // batch_size + 2) * 4096)
     try:
-        with open(path, "wb") as fh:
-            fh.write(memoryview(buf))
-            fh.flush()
-            os.fsync(fh.fileno())
-    finally:
-        hasher.join()
-    return digest["h"]
+        stream = pa.BufferedOutputStream(pa.PythonFile(out, mode="w"), buffer_size=1 << 22)
+        with pa.ipc.new_file(stream, table.schema) as writer:
+            for start in range(0, table.num_rows, batch_size):
+                part = table.slice(start, batch_size)
+                rbs = part.to_batches()
+                if len(rbs) != 1:
+                    rbs = part.combine_chunks().to_batches()
+                writer.write_batch(rbs[0])
+        stream.close()
+        return out.commit()
+    except BaseException:
+        out.abort()
+        raise
 
 
 def _unlink(p: Path) -> None:
