@@ -21,10 +21,11 @@ import hashlib
 import io
 import json
 import os
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -112,9 +113,73 @@ def detect_format(path: str) -> str:
 
 
 def read_bytes(path: str) -> bytes:
+    return read_source(path).data
+
+
+class SourceBytes:
+    """A file's bytes, read once, with their sha256 computed by a thread that follows the reading chunk by chunk."""
+
+    def __init__(self, data: bytes | bytearray, digest: Callable[[], str]) -> None:
+        self.data = data
+        self._digest = digest
+
+    def sha256(self) -> str:
+        """Wait for the hash of exactly `data` and return it."""
+        return self._digest()
+
+
+_READ_CHUNK = 8 << 20
+
+
+def read_source(path: str) -> SourceBytes:
+    """Read a whole file into memory while a thread hashes what has arrived (hashlib releases the GIL), so the
+    hash is done almost when the reading is. Refusals are one line (missing file, folder, permission, I/O)."""
     try:
         with open(path, "rb") as fh:
-            return fh.read()
+            try:
+                size = os.fstat(fh.fileno()).st_size
+            except (OSError, AttributeError, ValueError):
+                size = 0
+            if size <= 0:  # unknown size (a pipe, a special file) or empty: plain read, plain hash
+                data = fh.read()
+                return SourceBytes(data, lambda: hashlib.sha256(data).hexdigest())
+            buf = bytearray(size)
+            view = memoryview(buf)
+            hasher = hashlib.sha256()
+            ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+
+            def follow() -> None:
+                while (r := ranges.get()) is not None:
+                    hasher.update(view[r[0]:r[1]])
+
+            thread = threading.Thread(target=follow, name="hitl-sha256", daemon=True)
+            thread.start()
+            pos = 0
+            try:
+                while pos < size:
+                    n = fh.readinto(view[pos:pos + _READ_CHUNK])
+                    if not n:
+                        break  # the file shrank while being read: what was read is what is imported
+                    ranges.put((pos, pos + n))
+                    pos += n
+                extra = fh.read() if pos == size else b""  # the file grew while being read
+            finally:
+                ranges.put(None)
+            if extra:
+                thread.join()
+                hasher.update(extra)
+                data: bytes | bytearray = bytes(view[:pos]) + extra
+            elif pos < size:
+                thread.join()
+                data = bytes(view[:pos])
+            else:
+                data = buf
+
+            def digest() -> str:
+                thread.join()
+                return hasher.hexdigest()
+
+            return SourceBytes(data, digest)
     except FileNotFoundError:
         raise ImportRefused(f"file not found: {path}") from None
     except IsADirectoryError:
@@ -125,16 +190,14 @@ def read_bytes(path: str) -> bytes:
         raise ImportRefused(f"could not read {path}: {exc.strerror or exc}") from None
 
 
-def read_file(path: str, options: ImportOptions, data: bytes | None = None) -> ReadResult:
+def read_file(path: str, options: ImportOptions, source: SourceBytes | None = None) -> ReadResult:
     """Read and type a file. Raises ImportRefused with a one-line reason for anything unusable."""
     fmt = detect_format(path)
-    if data is None:
-        data = read_bytes(path)
+    if source is None:
+        source = read_source(path)
+    data = source.data
     if not data:
         raise ImportRefused(f"{os.path.basename(path)} is empty: nothing to import")
-    digest: dict[str, str] = {}
-    hasher = threading.Thread(target=lambda: digest.setdefault("h", hashlib.sha256(data).hexdigest()))
-    hasher.start()
     try:
         if fmt == "csv":
             result = _read_csv(path, data, options)
@@ -145,8 +208,8 @@ def read_file(path: str, options: ImportOptions, data: bytes | None = None) -> R
         else:
             result = _read_jsonl(path, data)
     finally:
-        hasher.join()
-    result.sha256 = digest["h"]
+        sha = source.sha256()  # also when refusing: the hashing thread never outlives the read
+    result.sha256 = sha
     if result.table.num_rows == 0:
         raise ImportRefused(f"{os.path.basename(path)} has a header but no data rows: nothing to import")
     if options.label is not None and options.label not in result.table.column_names:
@@ -250,7 +313,10 @@ def _read_csv(path: str, data: bytes, options: ImportOptions) -> ReadResult:
         table = pacsv.read_csv(
             pa.BufferReader(utf8),
             read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=has_quotes),
+            # Without a single '"' in the file quoting cannot matter: turning it off lets Arrow cut the file into
+            # blocks at any newline, which parallelises better.
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=has_quotes,
+                                             quote_char='"' if has_quotes else False),
             convert_options=pacsv.ConvertOptions(
                 column_types=_all_string_types(utf8, delimiter),
                 strings_can_be_null=True,

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from . import audit, db
 from .errors import HitlError, ImportRefused
 from .filewrite import DurableHashingFile
-from .ingest import ColumnInfo, ImportOptions, read_bytes, read_file
+from .ingest import ColumnInfo, ImportOptions, read_file, read_source
 from .project import Project
 from .util import canonical_json, fsync_dir, utc_now
 
@@ -63,8 +63,7 @@ def import_file(
     report = progress or (lambda f, m: None)
     path = str(Path(path).expanduser().absolute())
     report(0.0, "reading file")
-    data = read_bytes(path)
-    result = read_file(path, options, data)
+    result = read_file(path, options, read_source(path))
     options_key = hashlib.sha256(canonical_json(options.key_fields()).encode()).hexdigest()
     with project.read() as conn:
         existing = conn.execute(
