@@ -403,3 +403,62 @@ def test_onnx_export_matches_the_model_where_skl2onnx_is_installed(proj, tmp_pat
              for c in b.schema["columns"]}
     proba = sess.run(None, feeds)[1]
     assert np.abs(proba - b.model.predict_proba(X)).max() < 1e-4
+
+
+def test_bulk_approval_states_match_the_single_batch_check_and_a_snapshot_is_used_once(proj):
+    approve_batches(proj, (1, 2, 3))
+    B.decide(proj, 3, "reopen", "bob", comment="look again", signer=sign(proj, "bob"))
+    with proj.write() as conn:  # 2: data changed behind the approval; 4: marked approved by hand
+        edit = conn.execute(db.edits.insert().values(batch_id=2, row_id=61, column="color", old_value="red",
+                                                     new_value="blue", kind="edit", user="mallory", ts="t")
+                            ).inserted_primary_key[0]
+        conn.execute(db.overrides.insert().values(batch_id=2, row_id=61, column="color", value="blue", edit_id=edit))
+        conn.execute(update(db.batches).where(db.batches.c.id == 4).values(status="approved"))
+    with proj.read() as conn:
+        states = audit.approval_states(conn)
+        assert states == {b: audit.approval_check(conn, b) for b in (1, 2, 3, 4)}
+        assert [states[b][0] for b in (1, 2, 3, 4)] == ["valid", "invalid", "none", "invalid"]
+        with audit.approval_snapshot({1: ("invalid", "judged earlier")}):
+            assert audit.approval_states(conn, [1, 2])[1] == ("invalid", "judged earlier")
+            assert audit.approval_states(conn, [1, 2])[2] == states[2]
+        assert audit.approval_states(conn, [1]) == {1: states[1]}
+
+
+def test_featurize_from_arrow_equals_the_prediction_contract_on_the_cleaned_rows(proj):
+    """Featurize types the cleaned Arrow batches directly; the frame must be exactly `model_frame` (what predict
+    uses) of the cleaned rows as DataFrames, with the same target text."""
+    from hitl_desktop.core.pipeline import engine as E
+    from hitl_desktop.core.pipeline.cache import ResultStore
+    from hitl_desktop.core.pipeline.model_stages import model_frame
+    from hitl_desktop.core.pipeline.registry import registry_for
+    from hitl_desktop.core.pipeline.spec import get_pipeline
+
+    B.set_cell(proj, 1, 7, "color", None, "alice")  # a missing text value: its own category
+    B.set_cell(proj, 2, 70, "label", None, "alice")  # a missing target: dropped (by clean)
+    with proj.write() as conn:
+        fid = conn.execute(db.flags.insert().values(
+            batch_id=3, row_id=125, column=None, kind="duplicate", severity="low", score=1.0,
+            message="duplicate of row 124", suggestion=F.DROP_DUPLICATE, status="open", value_key="k")
+        ).inserted_primary_key[0]
+    F.accept(proj, fid, "alice")
+    approve_batches(proj)
+    res = train(proj)
+    import joblib
+
+    with proj.read() as conn:
+        r = conn.execute(select(db.results).where(db.results.c.key == res.run.step("featurize").key)).first()
+    f = joblib.load(proj.path / "cache" / r.path)["features"]  # not memory-mapped: compared exactly below
+    plan = E.Plan(proj, get_pipeline(proj), registry_for(proj), ResultStore(proj.path, writable=False))
+    plan.check(["clean"])
+    frames = []
+    for b, k in sorted(plan.steps["clean"].units.items()):
+        r = plan.registered[k]
+        df = plan.store.load(k, r.path, r.sha256, r.kind)["table"]
+        frames.append(df[~((b == 3) & (df.index == 125))])
+    df = pd.concat(frames)
+    assert f["dropped_duplicates"] == 1 and len(df) == len(f["y"]) == ROWS - 2
+    pd.testing.assert_frame_equal(f["X"], model_frame(df, f["schema"]), check_exact=True)
+    expected_y = df["label"].astype(str).to_numpy(dtype=str)
+    assert f["y"].dtype == expected_y.dtype and (f["y"] == expected_y).all()
+    assert (f["row_ids"] == df.index.to_numpy()).all() and f["classes"] == sorted(set(expected_y.tolist()))
+    assert "(missing)" in set(f["X"]["color"].astype(str))

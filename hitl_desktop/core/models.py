@@ -191,7 +191,8 @@ def training_scope(project: Project, pipeline: str | None = None) -> dict[str, A
             rejected.append(item)
         else:
             blocking.append(item)
-    return {"source": sc.source, "spec": spec, "usable": usable, "blocking": blocking, "rejected": rejected}
+    return {"source": sc.source, "spec": spec, "usable": usable, "blocking": blocking, "rejected": rejected,
+            "states": states}
 
 
 def _describe_blocking(items: list[dict[str, Any]]) -> str:
@@ -277,8 +278,10 @@ def train(project: Project, user: str, target: str | None = None, model: str = "
         if cur != v or (step == feat.name and k == "target" and k not in st.params):
             S.set_param(project, name, step, k, v, user, registry)
     spec = S.get_pipeline(project, name)
-    report = E.run_pipeline(project, name, steps["evaluate"], user=user, observer=observer, cancel=cancel,
-                            registry=registry)
+    # featurize's plan reads the valid approvals too: it sees the verdicts this scope check judged (once per run)
+    with audit.approval_snapshot(scope["states"]):
+        report = E.run_pipeline(project, name, steps["evaluate"], user=user, observer=observer, cancel=cancel,
+                                registry=registry)
     if report.status == "cancelled":
         raise RunCancelled(f"training cancelled (run {report.run_id}); nothing was registered")
     if report.status == "failed":

@@ -124,12 +124,13 @@ def write_result(root: str | Path, key: str, kind: str, outputs: dict[str, Any],
     return {"path": rel, "sha256": sha, "stat": _stat_sig(st), "seconds": time.perf_counter() - t0}
 
 
-def read_result(root: str | Path, rel: str, kind: str) -> Any:
+def read_result(root: str | Path, rel: str, kind: str, arrow: bool = False) -> Any:
+    """A stored result; a table as a DataFrame, or with `arrow` as the memory-mapped pyarrow Table itself."""
     path = Path(root) / rel
     if kind == "table":
         table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
         name = (table.schema.metadata or {}).get(b"hitl.output", b"table").decode()
-        return {name: table.to_pandas()}
+        return {name: table if arrow else table.to_pandas()}
     if kind == "manifest":
         return json.loads(path.read_text(encoding="utf-8"))
     import joblib
@@ -181,11 +182,11 @@ class ResultStore:
         self.remember(rel, sha, sig)
         return None
 
-    def load(self, key: str, rel: str, sha: str, kind: str) -> Any:
+    def load(self, key: str, rel: str, sha: str, kind: str, arrow: bool = False) -> Any:
         bad = self.check(rel, sha)
         if bad:
             raise CorruptResult(key, f"result {key[:12]}: {bad}; run again to recompute it")
-        return read_result(self.root, rel, kind)
+        return read_result(self.root, rel, kind, arrow)
 
     def write(self, key: str, kind: str, outputs: dict[str, Any]) -> dict[str, Any]:
         info = write_result(self.root, key, kind, outputs)

@@ -699,8 +699,8 @@ class _Run:
 
     # -- whole --
 
-    def _load(self, key: str) -> dict[str, Any]:
-        if key in self.memo:
+    def _load(self, key: str, arrow: bool = False) -> dict[str, Any]:
+        if key in self.memo and not arrow:
             return self.memo[key]
         r = self.plan.registered.get(key)
         if r is None:
@@ -709,7 +709,7 @@ class _Run:
                                  .where(db.results.c.key == key)).first()
         if r is None:
             raise PipelineError(f"internal: result {key[:12]} is not registered")
-        return self.store.load(key, r.path, r.sha256, r.kind)
+        return self.store.load(key, r.path, r.sha256, r.kind, arrow)
 
     def _inputs_for(self, sp: StepPlan) -> dict[str, Any]:
         sc = self.plan.scope
@@ -721,6 +721,7 @@ class _Run:
             inputs["previous"] = self._previous(sp)
         for inp, up in sp.rs.inputs.items():
             upp = self.plan.steps[up]
+            arrow = inp in getattr(sp.stage, "arrow_inputs", ())  # tables as pyarrow Tables, not DataFrames
             if upp.per_batch:
                 keys = [(b, upp.units[b]) for b in sp.selected]
                 with self.project.read() as conn:
@@ -731,17 +732,17 @@ class _Run:
                                                      db.results.c.kind).where(db.results.c.key.in_(flat[i:i + 500]))):
                             reg[r.key] = r
 
-                def one(item, inp=inp):
+                def one(item, inp=inp, arrow=arrow):
                     b, k = item
                     r = reg.get(k)
                     if r is None:
                         raise PipelineError(f"internal: unit {k[:12]} of step '{up}' is not registered")
-                    return b, self.store.load(k, r.path, r.sha256, r.kind)[inp]
+                    return b, self.store.load(k, r.path, r.sha256, r.kind, arrow)[inp]
 
                 with ThreadPoolExecutor(max_workers=4) as ex:
                     inputs[inp] = dict(ex.map(one, keys))
             else:
-                inputs[inp] = self._load(upp.key)[inp]
+                inputs[inp] = self._load(upp.key, arrow and sp_kind(upp) == "table")[inp]
         return inputs
 
     def _previous(self, sp: StepPlan) -> Any:

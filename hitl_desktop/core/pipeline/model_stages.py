@@ -73,40 +73,143 @@ def model_frame(df: pd.DataFrame, schema: dict[str, Any], strict: bool = False,
         raise SchemaError(f"the input has no column '{missing[0]}'{more}; the model needs: "
                           f"{', '.join(c['name'] for c in cols)}")
     labels = np.asarray(row_labels if row_labels is not None else np.arange(len(df)) + 1)
-    data: dict[str, Any] = {}
-    for c in cols:
-        name, kind = c["name"], c["type"]
-        s = df[name]
-        if kind == "number":
-            if strict and not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
-                text = s.astype("string").str.strip()
-                v = pd.to_numeric(text, errors="coerce")
-                bad = (v.isna() & text.notna() & (text != "")).to_numpy()
-                if bad.any():
-                    i = int(np.flatnonzero(bad)[0])
-                    raise SchemaError(f"column '{name}' should hold numbers, but row {labels[i]} holds "
-                                      f"{text.iloc[i]!r}" + (f" ({int(bad.sum())} such rows)" if bad.sum() > 1 else ""))
-                s = v
-            data[name] = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-        elif kind == "boolean":
-            if pd.api.types.is_bool_dtype(s.dtype) and not s.isna().any():
-                data[name] = s.to_numpy(dtype="float64")
-                continue
-            text = s.astype("string").str.strip().str.lower()
-            v = np.full(len(s), np.nan)
-            t, f = text.isin(_TRUE).to_numpy(dtype=bool), text.isin(_FALSE).to_numpy(dtype=bool)
-            v[t], v[f] = 1.0, 0.0
-            bad = ~(t | f) & text.notna().to_numpy(dtype=bool) & (text != "").fillna(False).to_numpy(dtype=bool)
+    data = {c["name"]: _frame_column(df[c["name"]], c, strict, labels) for c in cols}
+    return pd.DataFrame(data, index=df.index)
+
+
+def _frame_column(s: pd.Series, c: dict[str, Any], strict: bool, labels: np.ndarray) -> Any:
+    """One column of the model frame: float64 values for number/boolean, a pandas Categorical for category."""
+    name, kind = c["name"], c["type"]
+    if kind == "number":
+        if strict and not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+            text = s.astype("string").str.strip()
+            v = pd.to_numeric(text, errors="coerce")
+            bad = (v.isna() & text.notna() & (text != "")).to_numpy()
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise SchemaError(f"column '{name}' should hold true/false, but row {labels[i]} holds "
-                                  f"{s.iloc[i]!r}")
-            data[name] = v
-        else:  # a missing text value is its own category (the exported ONNX model expects this text too);
-            # pandas Categorical: the one-hot encoder sees the same strings, and the frame pickles ~10x faster
-            # to the fit worker and the cache than an object column
-            data[name] = pd.Categorical(_as_category(s, MISSING_CATEGORY))
-    return pd.DataFrame(data, index=df.index)
+                raise SchemaError(f"column '{name}' should hold numbers, but row {labels[i]} holds "
+                                  f"{text.iloc[i]!r}" + (f" ({int(bad.sum())} such rows)" if bad.sum() > 1 else ""))
+            s = v
+        return pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    if kind == "boolean":
+        if pd.api.types.is_bool_dtype(s.dtype) and not s.isna().any():
+            return s.to_numpy(dtype="float64")
+        text = s.astype("string").str.strip().str.lower()
+        v = np.full(len(s), np.nan)
+        t, f = text.isin(_TRUE).to_numpy(dtype=bool), text.isin(_FALSE).to_numpy(dtype=bool)
+        v[t], v[f] = 1.0, 0.0
+        bad = ~(t | f) & text.notna().to_numpy(dtype=bool) & (text != "").fillna(False).to_numpy(dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise SchemaError(f"column '{name}' should hold true/false, but row {labels[i]} holds "
+                              f"{s.iloc[i]!r}")
+        return v
+    # a missing text value is its own category (the exported ONNX model expects this text too);
+    # pandas Categorical: the one-hot encoder sees the same strings, and the frame pickles ~10x faster
+    # to the fit worker and the cache than an object column
+    return pd.Categorical(_as_category(s, MISSING_CATEGORY))
+
+
+# --- the same frame straight from Arrow (featurize) ------------------------------------------------------------------
+
+
+def _is_text(t: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", bool)(t)
+
+
+def _is_number(t: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _isna(col: Any, dtype: Any) -> Any:
+    """pandas' isna of an Arrow column as DataFrame conversion types it (NaN counts where that is a numpy float)."""
+    import pyarrow.compute as pc
+
+    nan = isinstance(dtype, np.dtype) and dtype.kind == "f" and _is_number(col.type)
+    return pc.is_null(col, nan_is_null=nan)
+
+
+def _count(mask: Any) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(mask).as_py() or 0)
+
+
+def _sorted_codes(col: Any) -> tuple[list[str], np.ndarray]:
+    """(sorted distinct values, the code of each value in that list) of a text column without nulls."""
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(col.combine_chunks() if hasattr(col, "combine_chunks") else col)
+    values = enc.dictionary.to_pylist()
+    order = sorted(range(len(values)), key=values.__getitem__)
+    remap = np.empty(len(values), dtype=np.intp)
+    remap[order] = np.arange(len(values))
+    idx = enc.indices.to_numpy(zero_copy_only=False)
+    return [values[i] for i in order], remap[idx] if len(values) else idx.astype(np.intp)
+
+
+def _arrow_column(col: Any, c: dict[str, Any], dtype: Any, series: Any) -> Any:
+    """`_frame_column` of an Arrow column: computed in Arrow for numbers, booleans and text (the frame is equal to
+    the one `model_frame` makes from the DataFrame conversion); other types go through that conversion
+    (`series()`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind, t = c["type"], col.type
+    if kind == "number" and _is_number(t) and not pd.api.types.is_bool_dtype(dtype):
+        return np.asarray(pc.cast(col, pa.float64(), safe=False).to_numpy(), dtype="float64")
+    if kind == "boolean" and pa.types.is_boolean(t):
+        return np.asarray(pc.cast(col, pa.float64()).to_numpy(), dtype="float64")
+    if kind == "category" and _is_text(t):
+        values, codes = _sorted_codes(pc.fill_null(col, MISSING_CATEGORY))
+        # the categories exactly as pd.Categorical(values) would type them
+        cats = pd.Categorical(np.asarray(values, dtype=object)).categories
+        return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(cats))
+    return _frame_column(series(), c, False, np.arange(len(col)) + 1)
+
+
+def _as_arrow(t: Any) -> Any:
+    """(table without index columns, row ids, index name) of a cleaned batch: an Arrow table as the engine hands it
+    (`arrow_inputs`), or a DataFrame indexed by row id from other callers."""
+    import pyarrow as pa
+
+    if not isinstance(t, pa.Table):
+        t = pa.Table.from_pandas(t, preserve_index=True)
+    meta = t.schema.pandas_metadata or {}
+    idx = meta.get("index_columns") or []
+    if len(idx) == 1 and isinstance(idx[0], str) and idx[0] in t.column_names:
+        name = next((m.get("name") for m in meta.get("columns", []) if m.get("field_name") == idx[0]), idx[0])
+        return t.drop_columns([idx[0]]), t.column(idx[0]).to_numpy().astype(np.int64), name  # a copy: no view of the cache file
+    df = t.to_pandas()  # any other index: as DataFrame conversion makes it
+    return pa.Table.from_pandas(df, preserve_index=False), df.index.to_numpy(dtype="int64"), df.index.name
+
+
+def _combine(tables: dict[int, Any], dropped: dict[int, list[int]]) -> tuple[Any, np.ndarray, Any, dict, int]:
+    """The selected batches in batch order, rows whose duplicate was accepted dropped: (table, row ids, index
+    name, {batch: rows used}, rows dropped)."""
+    import pyarrow as pa
+
+    parts, rows, used, n_dropped, name = [], [], {}, 0, None
+    for b in sorted(tables):
+        t, r, name = _as_arrow(tables[b])
+        if b in dropped:
+            keep = ~np.isin(r, dropped[b])
+            n_dropped += int((~keep).sum())
+            if not keep.all():
+                t, r = t.filter(pa.array(keep)), r[keep]
+        parts.append(t)
+        rows.append(r)
+        used[b] = t.num_rows
+    try:
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # batches typed differently: as pandas would combine them
+        table = pa.Table.from_pandas(pd.concat([t.to_pandas() for t in parts], ignore_index=True),
+                                     preserve_index=False)
+    return table, (np.concatenate(rows) if len(rows) > 1 else rows[0]), name, used, n_dropped
 
 
 # --- featurize -----------------------------------------------------------------------------------------------------
@@ -130,14 +233,15 @@ def dropped_duplicate_rows(conn: Any, source_id: int) -> dict[int, list[int]]:
     return out
 
 
-def _stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of held-out rows: `fraction` of each class (a class keeps at least two training rows)."""
-    hold = np.zeros(len(y), dtype=bool)
+def _stratified_holdout(codes: np.ndarray, n_classes: int, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out rows: `fraction` of each class (a class keeps at least two training rows). `codes`
+    index the sorted classes; classes are visited in that order."""
+    hold = np.zeros(len(codes), dtype=bool)
     if fraction <= 0:
         return hold
     rng = np.random.default_rng(seed)
-    for cls in sorted(set(y.tolist())):
-        idx = np.flatnonzero(y == cls)
+    for cls in range(n_classes):
+        idx = np.flatnonzero(codes == cls)
         k = int(round(len(idx) * fraction))
         k = min(k, len(idx) - 2)
         if k > 0:
@@ -163,7 +267,10 @@ class Featurize(Stage):
         "seed": Param(int, 0, min=0, help="seed of the held-out split"),
     }
     selects_batches = "select"
-    code_deps = (model_frame, _as_category, _column_kind, _stratified_holdout, dropped_duplicate_rows)
+    #: the cleaned batches arrive as Arrow tables (memory-mapped), not DataFrames: see `_combine`, `_arrow_column`
+    arrow_inputs = ("table",)
+    code_deps = (model_frame, _frame_column, _as_category, _column_kind, _is_text, _is_number, _isna, _count,
+                 _sorted_codes, _arrow_column, _as_arrow, _combine, _stratified_holdout, dropped_duplicate_rows)
 
     def plan_context(self, project: Any, source: Any, params: dict[str, Any]) -> dict[str, Any]:
         from sqlalchemy import select
@@ -182,11 +289,13 @@ class Featurize(Stage):
         return ctx
 
     def run(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        import pyarrow.compute as pc
+
         from .errors import StageFailed
 
         meta = inputs["meta"]
         context = inputs.get("context") or {}
-        tables: dict[int, pd.DataFrame] = dict(inputs["table"])
+        tables: dict[int, Any] = dict(inputs["table"])
         if params["select"] == "approved":
             valid = set(context.get("valid_approvals") or [])
             invalid = sorted(b for b in tables if b not in valid)
@@ -203,56 +312,68 @@ class Featurize(Stage):
             raise StageFailed("no target column: pass --target COLUMN (or import with --label COLUMN)")
         dropped = {int(b): r for b, r in (context.get("dropped_duplicates") or {}).items()}
         ctx.report(0.05, f"combining {len(tables)} batches")
-        parts, used, n_dropped = [], {}, 0
-        for b in sorted(tables):
-            t = tables[b]
-            if b in dropped:
-                keep = ~t.index.isin(dropped[b])
-                n_dropped += int((~keep).sum())
-                t = t[keep]
-            parts.append(t)
-            used[b] = len(t)
-        df = pd.concat(parts) if len(parts) > 1 else parts[0]
-        if target not in df.columns:
+        # the batches stay Arrow (memory-mapped cache files): columns are typed straight from them, one copy each
+        table, row_ids, index_name, used, n_dropped = _combine(tables, dropped)
+        if target not in table.column_names:
             raise StageFailed(f"target column '{target}' is not in the data (columns: "
-                              f"{', '.join(map(str, df.columns))})")
-        has_y = df[target].notna().to_numpy()
-        missing_target = int((~has_y).sum())
+                              f"{', '.join(map(str, table.column_names))})")
+        dtypes = table.schema.empty_table().to_pandas().dtypes  # the types DataFrame conversion gives
+        no_y = _isna(table.column(target), dtypes[target])
+        missing_target = _count(no_y)
         if missing_target:
-            df = df[has_y]
-        if len(df) == 0:
+            has_y = pc.invert(no_y)
+            table = table.filter(has_y)
+            row_ids = row_ids[np.asarray(has_y.to_numpy(), dtype=bool)]
+        n = table.num_rows
+        if n == 0:
             raise StageFailed(f"every selected row has a missing target '{target}'")
-        y = df[target].astype(str).to_numpy(dtype=str)  # fixed-width text: pickles to the fit worker in one copy
-        classes = sorted(set(y.tolist()))
+
+        def series(name: str) -> pd.Series:
+            return table.select([name]).to_pandas()[name]
+
+        y_col = table.column(target)
+        y, classes, codes = None, None, None
+        if _is_text(y_col.type):
+            classes, codes = _sorted_codes(y_col)
+            y = np.asarray(classes, dtype=str)[codes]  # fixed-width text: pickles to the fit worker in one copy
+            if np.asarray(classes, dtype=str).tolist() != classes:  # a value numpy text cannot hold as is
+                y = None
+        if y is None:
+            y = series(target).astype(str).to_numpy(dtype=str)
+            uniq, codes = np.unique(y, return_inverse=True)
+            classes = uniq.tolist()
         if len(classes) < 2:
-            raise StageFailed(f"target '{target}' has one class ({classes[0]!r}) in the {len(df)} selected rows: "
+            raise StageFailed(f"target '{target}' has one class ({classes[0]!r}) in the {n} selected rows: "
                               "training needs at least two")
         infos = {c.name: c for c in meta["columns"]}
         exclude = set(params["exclude"] or [])
-        columns, skipped = [], []
-        for c in df.columns:
+        columns, skipped, missing = [], [], {}
+        for c in table.column_names:
             if c == target or c in exclude:
                 if c != target:
                     skipped.append({"name": str(c), "why": "excluded"})
                 continue
             info = infos.get(c)
-            kind = _column_kind(info.logical if info else None, df[c].dtype)
+            kind = _column_kind(info.logical if info else None, dtypes[c])
             if kind is None:
                 skipped.append({"name": str(c), "why": "dates are not used by the model"})
                 continue
-            if not df[c].notna().any():
+            missing[c] = _count(_isna(table.column(c), dtypes[c]))
+            if missing[c] == n:
                 skipped.append({"name": str(c), "why": "every value is missing"})
                 continue
-            columns.append({"name": str(c), "type": kind, "logical": info.logical if info else str(df[c].dtype)})
+            columns.append({"name": str(c), "type": kind, "logical": info.logical if info else str(dtypes[c])})
         if not columns:
             raise StageFailed(f"no usable feature columns besides the target '{target}'")
         ctx.report(0.3, "typing columns")
         schema = {"target": target, "classes": classes, "columns": columns}
-        X = model_frame(df, schema)
+        data = {c["name"]: _arrow_column(table.column(c["name"]), c, dtypes[c["name"]],
+                                         lambda name=c["name"]: series(name)) for c in columns}
+        X = pd.DataFrame(data, index=pd.Index(row_ids, name=index_name))
         ctx.check_cancelled()
         for c in columns:
             s = X[c["name"]]
-            c["missing"] = int(df[c["name"]].isna().sum())
+            c["missing"] = missing[c["name"]]
             if c["type"] == "category":
                 vc = s.value_counts()
                 c["categories"] = [str(v) for v in vc.index[: params["max_categories"]] if v != MISSING_CATEGORY]
@@ -261,15 +382,16 @@ class Featurize(Stage):
                 v = s.to_numpy()
                 ok = v[~np.isnan(v)]
                 c["min"], c["max"] = (float(ok.min()), float(ok.max())) if len(ok) else (None, None)
-        holdout = _stratified_holdout(y, params["holdout"], params["seed"])
-        counts = pd.Series(y).value_counts()
-        ctx.report(1.0, f"{len(df)} rows, {len(columns)} columns, {int(holdout.sum())} held out")
+        holdout = _stratified_holdout(codes, len(classes), params["holdout"], params["seed"])
+        counts = np.bincount(codes, minlength=len(classes))
+        by_count = sorted(range(len(classes)), key=lambda j: -counts[j])  # most frequent first, as value_counts
+        ctx.report(1.0, f"{n} rows, {len(columns)} columns, {int(holdout.sum())} held out")
         return {"features": {
-            "X": X, "y": y, "holdout": holdout, "row_ids": df.index.to_numpy(dtype="int64"),
+            "X": X, "y": y, "holdout": holdout, "row_ids": row_ids,
             "schema": {**schema, "skipped": skipped, "max_categories": params["max_categories"]},
             "target": target, "classes": classes, "feature_names": [c["name"] for c in columns],
             "batches": used, "dropped_duplicates": n_dropped, "missing_target": missing_target,
-            "class_counts": {str(k): int(v) for k, v in counts.items()},
+            "class_counts": {str(classes[j]): int(counts[j]) for j in by_count},
         }}
 
 

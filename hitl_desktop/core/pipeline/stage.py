@@ -152,6 +152,9 @@ class Stage:
     description: str = ""
     #: extra functions/classes whose source counts as this stage's code (helpers it calls)
     code_deps: tuple[Any, ...] = ()
+    #: inputs holding upstream ``table`` outputs that a whole-data stage takes as pyarrow Tables (read memory-mapped
+    #: from the cache, no conversion) instead of DataFrames
+    arrow_inputs: tuple[str, ...] = ()
     #: where the stage came from: "builtin", "entry point NAME", "file PATH"
     origin: str = "builtin"
 
