@@ -2,17 +2,18 @@
 
 `DurableHashingFile` is a writable, binary file object (what `pa.PythonFile` wraps) that
 
-* copies what it is given into one of two page-aligned staging buffers and hands each full buffer to two
-  background threads, one hashing it (sha256), one writing it to the descriptor; hashlib and `os.write` release
-  the GIL, so hashing, writing and Arrow's serialising into the other buffer run at once and the hash costs no
-  second pass over the file;
-* on Linux opens the file with O_DIRECT, so the bytes go from the staging buffer to the disk without first being
-  copied into freshly allocated page-cache pages (which is most of the cost of writing a new 150 MB file on a
-  virtual machine, and very uneven); where O_DIRECT is refused (tmpfs, other systems) it writes through the cache;
+* copies what it is given into one of two staging buffers and hands each full buffer to two background threads,
+  one hashing it (sha256), one writing it to the descriptor; hashlib and `os.write` release the GIL, so hashing,
+  writing and Arrow's serialising into the other buffer run at once and the hash costs no second pass over the
+  file;
 * reserves the expected size up front (`posix_fallocate`), so a full disk is usually found before anything is
   written;
 * on `commit()` writes the tail, trims the file to the exact size, fsyncs it and returns the sha256 of exactly
   the bytes written.
+
+Writes go through the page cache. O_DIRECT was tried: it made the import itself faster on a virtual machine
+(no freshly allocated page-cache pages), but the checks that read the file right after the import then read it
+from disk, and the import + first full read took as long as before; the cost only moved.
 
 Any error (ENOSPC included) is raised in the caller's thread at the next write or at commit; the caller removes
 the partial file.
@@ -27,24 +28,12 @@ import queue
 import threading
 from typing import Any
 
-_ALIGN = 4096
-_STAGE = 8 << 20  # bytes per staging buffer (a multiple of _ALIGN)
+_STAGE = 8 << 20  # bytes per staging buffer
 
 
 class DurableHashingFile:
     def __init__(self, path: str | os.PathLike, expected_size: int = 0) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
-        self._direct = False
-        fd = -1
-        if hasattr(os, "O_DIRECT"):
-            try:
-                fd = os.open(path, flags | os.O_DIRECT, 0o644)
-                self._direct = True
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-        if fd < 0:
-            fd = os.open(path, flags, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
         self._fd = fd
         self._hash = hashlib.sha256()
         self._size = 0
@@ -117,14 +106,10 @@ class DurableHashingFile:
             raise ValueError("the file was already committed or aborted")
         try:
             if self._fill:
-                tail = self._fill
-                padded = -(-tail // _ALIGN) * _ALIGN if self._direct else tail
-                buf = self._buffers[self._current]
-                buf[tail:padded] = bytes(padded - tail)
-                self._submit(padded, real=tail)
+                self._submit(self._fill)
             self._stop_worker()
             self._raise_pending()
-            os.ftruncate(self._fd, self._size)
+            os.ftruncate(self._fd, self._size)  # give back what the reservation held beyond the end
             os.fsync(self._fd)
         finally:
             self._close_fd()
@@ -136,8 +121,8 @@ class DurableHashingFile:
 
     # --- internals --------------------------------------------------------------------------------------------------
 
-    def _submit(self, length: int, real: int | None = None) -> None:
-        self._hash_jobs.put((self._current, length if real is None else real))
+    def _submit(self, length: int) -> None:
+        self._hash_jobs.put((self._current, length))
         self._write_jobs.put((self._current, length))
         self._current ^= 1
         self._fill = 0
@@ -147,10 +132,10 @@ class DurableHashingFile:
 
     def _hash_loop(self) -> None:
         while (job := self._hash_jobs.get()) is not None:
-            index, real = job
+            index, length = job
             try:
                 with memoryview(self._buffers[index]) as view:
-                    self._hash.update(view[:real])
+                    self._hash.update(view[:length])
             except BaseException as exc:  # handed to the caller's thread (without frames holding the buffer)
                 self._error = exc.with_traceback(None)
             finally:
@@ -165,7 +150,7 @@ class DurableHashingFile:
                         written = 0
                         while written < length:
                             k = os.write(self._fd, view[written:length])
-                            if k <= 0 or (self._direct and k % _ALIGN and written + k < length):
+                            if k <= 0:
                                 raise OSError(errno.ENOSPC, "No space left on device")
                             written += k
             except BaseException as exc:  # handed to the caller's thread (without frames holding the buffer)

@@ -138,7 +138,7 @@ def _write_arrow(path: Path, table: pa.Table, batch_size: int) -> str:
 
     The parsed table stays in its parser chunks (no full `combine_chunks` copy): each review batch is a slice, and
     only a slice that straddles two chunks is combined (one batch's rows). Arrow's IPC writer fills a 4 MB buffer
-    that goes to a `DurableHashingFile` (hashing and writing in a background thread, O_DIRECT where available).
+    that goes to a `DurableHashingFile` (hashing and writing in two background threads while the next buffer fills).
     """
     out = DurableHashingFile(path, expected_size=table.nbytes + (table.num_rows // batch_size + 2) * 4096)
     try:
