@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +120,22 @@ def test_changing_a_cell_value_is_detected(proj, monkeypatch, capsys):
     sql(proj, "UPDATE overrides SET value='1000' WHERE batch_id=2 AND row_id=4")
     rc, out = verify(monkeypatch, capsys, proj)
     assert rc == 1 and "batch 2 row 4 'x' holds '1000'" in out and "recorded edits give '7'" in out
+
+
+def test_changing_an_original_in_the_data_file_is_detected(proj, monkeypatch, capsys):
+    """The originals live in an Arrow file beside hitl.db: its bytes must still hash to what the import recorded."""
+    data = next((Path(proj) / "data").glob("*.arrow"))
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one bit of one byte
+    data.write_bytes(bytes(raw))
+    rc, out = verify(monkeypatch, capsys, proj)
+    assert rc == 1 and "the originals file of source 1" in out and "was altered" in out
+
+
+def test_deleting_the_data_file_is_detected(proj, monkeypatch, capsys):
+    next((Path(proj) / "data").glob("*.arrow")).unlink()
+    rc, out = verify(monkeypatch, capsys, proj)
+    assert rc == 1 and "the originals file of source 1" in out and "is missing" in out
 
 
 def test_changing_an_edit_record_is_detected(proj, monkeypatch, capsys):

@@ -140,7 +140,8 @@ class VerifyReport:
     def summary(self) -> str:
         if self.ok:
             return (f"ok: {self.entries} audit entries chained, {self.signatures} signatures valid, edits, "
-                    f"decisions, users, batches and models match the trail (head {self.head_id}:{self.head_hash[:16]})")
+                    f"decisions, users, batches, models and originals files match the trail "
+                    f"(head {self.head_id}:{self.head_hash[:16]})")
         first = self.problems[0][1]
         more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
         return f"TAMPERED: {first}{more}"
@@ -165,9 +166,38 @@ class _Entry(NamedTuple):
 
 def verify_project(project: Any) -> VerifyReport:
     """Check the chain, every signature, and that edits, overrides, batches, decisions, users, policy and sources
-    agree with the audit entries that recorded them (both ways). Read-only; one consistent snapshot."""
+    agree with the audit entries that recorded them (both ways), and that every originals file under data/ still
+    has the sha256 recorded at import. Read-only; one consistent snapshot."""
     with project.read() as conn:
-        return verify_conn(conn)
+        report = verify_conn(conn)
+        if not getattr(project, "is_bundle", False):
+            files = conn.execute(select(db.sources.c.id, db.sources.c.file_name, db.sources.c.data_file,
+                                        db.sources.c.data_sha256).order_by(db.sources.c.id)).all()
+            report.problems.extend((_BIG, msg) for msg in _check_data_files(project.data_dir, files))
+    return report
+
+
+def _check_data_files(data_dir: Any, files: list[Any]) -> list[str]:
+    """The originals files under data/ must still be the bytes whose sha256 the import recorded (and chained)."""
+    import hashlib
+
+    problems = []
+    for sid, name, data_file, want in files:
+        h = hashlib.sha256()
+        try:
+            with open(data_dir / data_file, "rb") as fh:
+                while chunk := fh.read(8 << 20):
+                    h.update(chunk)
+        except FileNotFoundError:
+            problems.append(f"the originals file of source {sid} ({name}) is missing: data/{data_file}")
+            continue
+        except OSError as exc:
+            problems.append(f"the originals file of source {sid} ({name}) cannot be read: {exc.strerror or exc}")
+            continue
+        if h.hexdigest() != want:
+            problems.append(f"the originals file of source {sid} ({name}) was altered: its sha256 does not match "
+                            f"the one recorded at import")
+    return problems
 
 
 def verify_conn(conn: Connection) -> VerifyReport:
