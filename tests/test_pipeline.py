@@ -607,3 +607,86 @@ def test_cancel_reaches_loky_workers_between_units(proj):
     with proj.read() as conn:
         assert conn.execute(select(db.results)).first() is None
     assert not list((proj.path / "cache" / "tmp").glob("*cancel*"))
+
+
+def _background_pipeline(proj, after):
+    """slow (per batch) -> big (stored in the background) -> `after`."""
+    @stage("slow", inputs=("batch",), per_batch=True, outputs={"t": "table"})
+    def noop(ctx, inputs, params):
+        return {"t": inputs["batch"].head(0)}
+
+    @stage("big", inputs=("t",), outputs={"m": "object"})
+    def big(ctx, inputs, params):
+        return {"m": {"rows": list(range(1000))}}
+
+    big.store_in_background = True
+    reg = registry_for(proj, extra=[noop, big, after])
+    save_spec(proj, PipelineSpec("bg", [Step("slow", "slow"), Step("big", "big", needs=["slow"]),
+                                        Step(after.name, after.name, needs=["big"])]), "ann", reg)
+    return reg
+
+
+def test_result_stored_in_background_is_registered_in_step_order_and_kept_on_cancel(proj):
+    token = CancelToken()
+
+    @stage("stopper", inputs=("m",), outputs={"n": "metrics"})
+    def stopper(ctx, inputs, params):
+        assert inputs["m"]["rows"][-1] == 999  # the next step gets the result while it is being stored
+        token.cancel()
+        ctx.check_cancelled()
+
+    reg = _background_pipeline(proj, stopper)
+    events = []
+    rep = run_pipeline(proj, "bg", user="ann", cancel=token, registry=reg, observer=events.append)
+    assert rep.status == "cancelled" and [(s.step, s.outcome) for s in rep.steps] == [
+        ("slow", "computed"), ("big", "computed"), ("stopper", "cancelled")]
+    assert [(e.kind, e.step) for e in events if e.kind in ("stage_started", "stage_finished")][2:] == [
+        ("stage_started", "big"), ("stage_finished", "big"), ("stage_started", "stopper")]
+    with proj.read() as conn:
+        assert conn.execute(select(db.results.c.stage).where(db.results.c.key == rep.step("big").key)).scalar() == "big"
+    assert ResultStore(proj.path).check(*_path_sha(proj, rep.step("big").key)) is None  # complete, intact
+    again = run_pipeline(proj, "bg", "big", user="ann", registry=reg)
+    assert outcomes(again) == {"slow": "reused", "big": "reused"}
+
+
+def test_result_stored_in_background_that_cannot_be_written_fails_its_step_and_registers_nothing_after(
+        proj, monkeypatch):
+    @stage("after", inputs=("m",), outputs={"n": "metrics"})
+    def after(ctx, inputs, params):
+        return {"n": {"rows": len(inputs["m"]["rows"])}}
+
+    reg = _background_pipeline(proj, after)
+    real = ResultStore.write
+
+    def write(self, key, kind, outputs):
+        if "m" in outputs:
+            raise OSError(28, "No space left on device")
+        return real(self, key, kind, outputs)
+
+    monkeypatch.setattr(ResultStore, "write", write)
+    rep = run_pipeline(proj, "bg", user="ann", registry=reg)
+    assert rep.status == "failed" and "could not store the result of step 'big'" in rep.error
+    assert [(s.step, s.outcome) for s in rep.steps] == [("slow", "computed"), ("big", "failed")]
+    with proj.read() as conn:
+        assert set(conn.execute(select(db.results.c.stage)).scalars()) == {"slow"}
+
+
+def _path_sha(proj, key):
+    with proj.read() as conn:
+        r = conn.execute(select(db.results.c.path, db.results.c.sha256).where(db.results.c.key == key)).first()
+    return r.path, r.sha256
+
+
+def test_stage_code_source_is_what_inspect_reads():
+    """Code hashes read class sources with one parse per module (`_class_source`); the text must stay exactly
+    inspect.getsource's, or every cached result would look stale after an upgrade."""
+    import importlib
+    import inspect
+
+    from hitl_desktop.core.pipeline.builtin import BUILTIN_STAGES
+
+    S = importlib.import_module("hitl_desktop.core.pipeline.stage")
+    objs = [o for st in BUILTIN_STAGES for o in (type(st), *st.code_deps)]
+    objs += [S.Stage, S.Param, S.StageContext, S.ProgressThrottle, json.JSONDecoder, textwrap.TextWrapper]
+    for o in objs:
+        assert S._source_of(o) == inspect.getsource(o), o

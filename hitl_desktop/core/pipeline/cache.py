@@ -2,8 +2,8 @@
 
 Writing: a result is serialised in memory, hashed, written to `cache/tmp/<pid>-<uuid>` and renamed to
 `cache/<k2>/<key>.<ext>`; before a stage is registered (one transaction) its files are made durable — with one
-`syncfs` of the cache's file system on Linux (a per-file fsync costs ~5 ms, more than a batch's work), else with
-an fsync per file and folder. Only then is anything registered, so a registered key always names a complete,
+`syncfs` of the cache's file system on Linux when there are many (a per-file fsync costs ~5 ms, more than a batch's
+work), else with an fsync per file and folder. Only then is anything registered, so a registered key always names a complete,
 durable file. A crash leaves temp files of a dead process or unregistered files; the next run deletes both
 (`sweep`).
 
@@ -194,10 +194,12 @@ class ResultStore:
         return info
 
     def make_durable(self, rels: list[str]) -> None:
-        """Flush written files and their folder entries to disk before they are registered."""
+        """Flush written files and their folder entries to disk before they are registered: many files (a per-batch
+        step's units) with one syncfs, a few (a whole step's result) each with fsync — syncfs would also wait for
+        every other dirty file on that disk."""
         if not rels:
             return
-        if _syncfs(self.root):
+        if len(rels) > 4 and _syncfs(self.root):
             return
         for r in rels:
             try:

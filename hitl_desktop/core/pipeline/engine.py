@@ -449,6 +449,8 @@ class _Run:
         self.memo: dict[str, dict[str, Any]] = {}
         self.outcomes: list[StepOutcome] = []
         self.run_id = 0
+        #: a whole step's result being stored in the background while the next step computes (`_settle`)
+        self._pending: _PendingStore | None = None
 
     def emit(self, kind: str, step: str | None = None, stage: str | None = None, fraction: float | None = None,
              message: str = "", **data: Any) -> None:
@@ -543,9 +545,11 @@ class _Run:
                     self._run_per_batch(sp)
                 else:
                     self._run_whole(sp)
+            self._settle()
         except Cancelled:
             status = "cancelled"
             error = f"cancelled during step '{current}'"
+            self._settle_quietly()  # the step before finished: its result is kept
             self.outcomes.append(StepOutcome(current or "", self.plan.steps[current].stage.name if current else "",
                                              "cancelled", self.plan.steps[current].key if current else ""))
             self.emit("cancelled", current, message=error)
@@ -553,6 +557,10 @@ class _Run:
             status = "failed"
             error = str(exc)
         except BaseException as exc:  # an engine or database failure: record it, then let it surface
+            try:
+                self._settle_quietly()
+            except Exception:
+                pass
             seconds = time.perf_counter() - t_start
             try:
                 self._finish_record("failed", f"{type(exc).__name__}: {_first_line(exc)}", seconds)
@@ -568,6 +576,8 @@ class _Run:
                          dict(self.timer.t))
 
     def _fail(self, sp: StepPlan, message: str, t0: float, cleanup: list[str]) -> None:
+        if self._pending is not None and self._pending.sp is not sp:
+            self._settle_quietly()  # the step before finished: its result is registered first
         for rel in cleanup:
             try:
                 (self.store.path(rel)).unlink()
@@ -579,6 +589,36 @@ class _Run:
         self.outcomes.append(o)
         self.emit("stage_failed", sp.name, sp.stage.name, message=message)
         raise _StepError(message)
+
+    def _settle(self) -> None:
+        """Wait for a result stored in the background, then register it (results are registered in step order,
+        each only once its file is durable). Raises _StepError if it could not be stored."""
+        p, self._pending = self._pending, None
+        if p is None:
+            return
+        t_w = time.perf_counter()
+        p.thread.join()
+        waited = time.perf_counter() - t_w
+        self.timer.add("write", p.write_seconds)
+        if p.error is not None:
+            self._fail(p.sp, f"could not store the result of step '{p.sp.name}': {type(p.error).__name__}: "
+                       f"{_first_line(p.error)}", p.t0, [])
+        t_r = time.perf_counter()
+        sp = p.sp
+        with self.project.write() as conn:
+            self._register(conn, sp.key, sp, p.info, p.kind, sp.inputs_json, p.compute)
+            self.outcomes.append(StepOutcome(sp.name, sp.stage.name, "computed", sp.key, p.seconds + waited, 1, 0,
+                                             sp.notes))
+            self._progress_record(conn)
+        self.timer.add("register", time.perf_counter() - t_r)
+
+    def _settle_quietly(self) -> None:
+        """`_settle` on a stop (cancel, a later step failing): a store that failed is recorded as that step's
+        failure, and the stop is reported as it happened."""
+        try:
+            self._settle()
+        except _StepError:
+            pass
 
     def _progress(self, sp: StepPlan):
         return ProgressThrottle(lambda f, m: self.emit("progress", sp.name, sp.stage.name, f, m))
@@ -592,6 +632,7 @@ class _Run:
         todo = list(sp.missing_units)
         reused = len(sp.units) - len(todo)
         if not todo and sp.registered:
+            self._settle()
             o = StepOutcome(sp.name, sp.stage.name, "reused", sp.key, time.perf_counter() - t0, 0, reused, sp.notes)
             self.outcomes.append(o)
             self.emit("reused", sp.name, sp.stage.name, key=sp.key, units=len(sp.units))
@@ -640,6 +681,7 @@ class _Run:
                 stop_file.unlink()
             except OSError:
                 pass
+        self._settle()
         t_reg = time.perf_counter()
         self.store.make_durable(written)
         manifest = {"step": sp.name, "stage": sp.stage.name, "units": {str(b): k for b, k in sp.units.items()}}
@@ -760,6 +802,7 @@ class _Run:
         for note in sp.notes:
             self.emit("notice", sp.name, sp.stage.name, message=note)
         if sp.registered:
+            self._settle()
             self.outcomes.append(StepOutcome(sp.name, sp.stage.name, "reused", sp.key, time.perf_counter() - t0,
                                              notes=sp.notes))
             self.emit("reused", sp.name, sp.stage.name, key=sp.key)
@@ -791,6 +834,14 @@ class _Run:
         for note in getattr(ctx, "notes", []):
             self.emit("notice", sp.name, sp.stage.name, message=note)
         kind = result_kind(dict(sp.stage.outputs))
+        self._settle()  # the step before is registered before this one
+        if getattr(sp.stage, "store_in_background", False) and not getattr(sp.stage, "stores_flags", False):
+            self._pending = _PendingStore.start(self.store, sp, kind, out, t0, compute)
+            self.memo[sp.key] = out
+            progress(1.0, "done")
+            self.emit("stage_finished", sp.name, sp.stage.name, key=sp.key, seconds=time.perf_counter() - t0,
+                      units_computed=1, units_reused=0, compute_seconds=compute)
+            return
         t_w = time.perf_counter()
         try:
             info = self.store.write(sp.key, kind, out)
@@ -816,6 +867,39 @@ class _Run:
 
 class _StepError(Exception):
     pass
+
+
+class _PendingStore:
+    """A whole step's result being serialised, hashed, written and made durable in a thread while the run goes on
+    (`Stage.store_in_background`: a large result, e.g. featurize's matrix, stored while the fit runs). The run
+    registers it in `_settle`, before the next step's result, on every path (done, failed, cancelled)."""
+
+    def __init__(self, sp: StepPlan, kind: str, t0: float, compute: float) -> None:
+        self.sp, self.kind, self.t0, self.compute = sp, kind, t0, compute
+        self.info: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self.write_seconds = 0.0
+        self.seconds = 0.0
+        self.thread: threading.Thread
+
+    @classmethod
+    def start(cls, store: ResultStore, sp: StepPlan, kind: str, out: dict[str, Any], t0: float,
+              compute: float) -> "_PendingStore":
+        p = cls(sp, kind, t0, compute)
+
+        def work() -> None:
+            t = time.perf_counter()
+            try:
+                p.info = store.write(sp.key, kind, out)
+                store.make_durable([p.info["path"]])
+            except BaseException as exc:  # reported by _settle in the run's thread
+                p.error = exc
+            p.write_seconds = time.perf_counter() - t
+
+        p.thread = threading.Thread(target=work, name=f"hitl-store-{sp.name}", daemon=True)
+        p.seconds = time.perf_counter() - t0
+        p.thread.start()
+        return p
 
 
 def sp_kind(sp: StepPlan) -> str:

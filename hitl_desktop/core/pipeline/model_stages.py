@@ -269,6 +269,8 @@ class Featurize(Stage):
     selects_batches = "select"
     #: the cleaned batches arrive as Arrow tables (memory-mapped), not DataFrames: see `_combine`, `_arrow_column`
     arrow_inputs = ("table",)
+    #: the feature matrix (~80 bytes a row) is written to the cache while train fits on it
+    store_in_background = True
     code_deps = (model_frame, _frame_column, _as_category, _column_kind, _is_text, _is_number, _isna, _count,
                  _sorted_codes, _arrow_column, _as_arrow, _combine, _stratified_holdout, dropped_duplicate_rows)
 
@@ -480,7 +482,7 @@ class Train(Stage):
         f = inputs["features"]
         train = ~np.asarray(f.get("holdout", np.zeros(len(f["y"]), dtype=bool)))
         y = f["y"][train]
-        if len(set(y.tolist())) < 2:
+        if not len(y) or not (y[1:] != y[0]).any():
             raise StageFailed("training needs at least two classes in the target; the training rows have one")
         try:
             make_estimator(f["schema"], params)

@@ -155,6 +155,9 @@ class Stage:
     #: inputs holding upstream ``table`` outputs that a whole-data stage takes as pyarrow Tables (read memory-mapped
     #: from the cache, no conversion) instead of DataFrames
     arrow_inputs: tuple[str, ...] = ()
+    #: a whole-data stage with a large result: the engine serialises, hashes and writes it in a thread while the
+    #: next step computes, and registers it (once durable) before that step's result
+    store_in_background: bool = False
     #: where the stage came from: "builtin", "entry point NAME", "file PATH"
     origin: str = "builtin"
 
@@ -286,6 +289,10 @@ def validate_stage_definition(s: Any, origin: str) -> Stage:
 
 def _source_of(obj: Any) -> str:
     try:
+        if inspect.isclass(obj):
+            src = _class_source(obj)
+            if src is not None:
+                return src
         return inspect.getsource(obj)
     except (OSError, TypeError):
         # No source (frozen app, REPL): fall back to the compiled code, which still changes with the code.
@@ -293,6 +300,68 @@ def _source_of(obj: Any) -> str:
         if code is not None:
             return repr((code.co_code, code.co_consts, code.co_names))
         return repr(getattr(obj, "__qualname__", obj))
+
+
+_class_lines: dict[tuple[str, int], dict[str, int]] = {}
+
+
+def _class_source(cls: type) -> str | None:
+    """`inspect.getsource(cls)`, the same text, with the module parsed once for all its classes: before Python 3.13
+    inspect parses and walks the whole module for every class it is asked about (code hashes of a pipeline's stages
+    cost ~0.1 s). None when this shortcut does not apply (inspect is then asked)."""
+    import linecache
+    import sys
+
+    if sys.version_info >= (3, 13) or not hasattr(inspect, "_ClassFinder"):
+        return None  # 3.13+ finds a class by its __firstlineno__: already cheap
+    file = inspect.getsourcefile(cls)
+    if not file:
+        return None
+    linecache.checkcache(file)
+    module = inspect.getmodule(cls, file)
+    lines = linecache.getlines(file, module.__dict__) if module else linecache.getlines(file)
+    if not lines:
+        return None
+    text = "".join(lines)
+    key = (file, hash(text))
+    starts = _class_lines.get(key)
+    if starts is None:
+        import ast
+
+        starts = {}
+        _class_starts(ast.parse(text).body, [], starts)
+        _class_lines[key] = starts
+    first = starts.get(cls.__qualname__)
+    if first is None:
+        return None
+    return "".join(inspect.getblock(lines[first:]))
+
+
+def _class_starts(body: list[Any], stack: list[str], out: dict[str, int]) -> None:
+    """qualname -> 0-based first line (its first decorator's) of every class in these statements, in the order
+    inspect's _ClassFinder visits them (the first class of a qualname wins, as there). Classes are statements,
+    so only statement lists are walked."""
+    import ast
+
+    for node in body:
+        if isinstance(node, ast.ClassDef):
+            stack.append(node.name)
+            out.setdefault(".".join(stack), (node.decorator_list[0].lineno if node.decorator_list else node.lineno) - 1)
+            _class_starts(node.body, stack, out)
+            stack.pop()
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            stack += [node.name, "<locals>"]
+            _class_starts(node.body, stack, out)
+            del stack[-2:]
+        else:
+            for name in node._fields:
+                value = getattr(node, name, None)
+                if isinstance(value, list):
+                    for item in value:
+                        if isinstance(item, ast.stmt):
+                            _class_starts([item], stack, out)
+                        elif isinstance(item, (ast.excepthandler, ast.match_case)):
+                            _class_starts(item.body, stack, out)
 
 
 class ProgressThrottle:
