@@ -690,3 +690,46 @@ def test_stage_code_source_is_what_inspect_reads():
     objs += [S.Stage, S.Param, S.StageContext, S.ProgressThrottle, json.JSONDecoder, textwrap.TextWrapper]
     for o in objs:
         assert S._source_of(o) == inspect.getsource(o), o
+
+
+def test_short_fits_run_in_this_process_on_one_core_and_others_in_the_worker():
+    from hitl_desktop.core.pipeline.model_stages import fit_threads, short_fit
+
+    schema = {"max_categories": 20, "columns": [{"name": "x", "type": "number"},
+                                                {"name": "c", "type": "category", "distinct": 400}]}
+    p = {"model": "logreg", "max_iter": 300, "hyper": {}}
+    assert short_fit(schema, p, 200_000) and fit_threads(schema, p, 200_000) == 1  # 200,000 x 22 cells
+    assert not short_fit(schema, p, 1_000_000) and fit_threads(schema, p, 1_000_000) is None
+    assert not short_fit(schema, {**p, "model": "hgb"}, 1000)
+    assert not short_fit(schema, {**p, "hyper": {"solver": "saga"}}, 1000)
+    assert not short_fit(schema, {**p, "max_iter": 5000}, 1000)
+
+
+def test_cancel_during_a_short_fit_in_this_process_stops_the_run_without_waiting_for_the_fit(proj, monkeypatch):
+    import importlib
+    import threading
+
+    MS = importlib.import_module("hitl_desktop.core.pipeline.model_stages")
+    started, release = threading.Event(), threading.Event()
+    where = []
+
+    def slow_fit(*args):
+        where.append(threading.current_thread().name)
+        started.set()
+        release.wait(30)
+        return None
+
+    real = MS._fit
+    monkeypatch.setattr(MS, "_fit", slow_fit)
+    token = CancelToken()
+    threading.Thread(target=lambda: started.wait(30) and token.cancel(), daemon=True).start()
+    rep = run_pipeline(proj, user="ann", stage="train", cancel=token)
+    still_fitting = not release.is_set()
+    release.set()
+    assert rep.status == "cancelled" and rep.step("train").outcome == "cancelled"
+    assert still_fitting and where == ["hitl-unit"]  # the run did not wait for the fit, which ran in a thread here
+    with proj.read() as conn:
+        stages = set(conn.execute(select(db.results.c.stage)).scalars())
+    assert "featurize" in stages and "train" not in stages
+    monkeypatch.setattr(MS, "_fit", real)
+    assert run_pipeline(proj, user="ann", stage="train").status == "done"

@@ -139,6 +139,14 @@ class StageContext:
 
         return call_in_process(fn, args, kwargs, self._cancel)
 
+    def call_in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args)` in a thread of this process and wait: no copy of the data to a worker, for a unit known
+        to be short (a small model fit). A cancel returns at once; the abandoned unit finishes in the background
+        (threads cannot be killed) and its result is dropped."""
+        from .parallel import call_in_thread
+
+        return call_in_thread(fn, args, kwargs, self._cancel)
+
 
 class Stage:
     """Base class. Subclasses set the class attributes and implement `run` (or `run_batch` when per_batch)."""
