@@ -3,8 +3,8 @@
 Writing: a result is serialised in memory, hashed, written to `cache/tmp/<pid>-<uuid>` and renamed to
 `cache/<k2>/<key>.<ext>`; before a stage is registered (one transaction) its files are made durable — with one
 `syncfs` of the cache's file system on Linux when there are many (a per-file fsync costs ~5 ms, more than a batch's
-work), else with an fsync per file and folder. Only then is anything registered, so a registered key always names a complete,
-durable file. A crash leaves temp files of a dead process or unregistered files; the next run deletes both
+work), else with an fsync per file and folder. Only then is anything registered, so a registered key always names a
+complete, durable file. A crash leaves temp files of a dead process or unregistered files; the next run deletes both
 (`sweep`).
 
 Reading: a registered file is trusted only if it exists and its sha256 matches the registered one. Hashing every

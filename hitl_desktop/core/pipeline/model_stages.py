@@ -4,10 +4,13 @@
   is *valid* (signed, data unchanged since: `audit.approval_states`) — drops rows whose duplicate flag was accepted
   ("drop duplicate"), types every column for the model (number / boolean / category; dates are left out) and
   splits off a stratified held-out part with a fixed seed. Both the valid approvals and the dropped rows are part
-  of its cache key (plan context), so an accepted duplicate or an invalidated approval makes it stale.
+  of its cache key (plan context), so an accepted duplicate or an invalidated approval makes it stale. It reads
+  the cleaned batches as memory-mapped Arrow tables and types each column straight from them (the frame equals
+  `model_frame` of the same rows); its result is written to the cache while `train` fits on it.
 * `train` fits a scikit-learn `Pipeline` (a `ColumnTransformer` imputing, one-hot encoding and — for logistic
-  regression — scaling, then the estimator) on the training part, in a worker process (cancellable). Fixed seeds
-  make the fit, and the pickled model, byte-identical for the same inputs.
+  regression — scaling, then the estimator) on the training part, in a worker process (cancellable), or — a short
+  fit (`short_fit`) — in a thread of this process on one BLAS/OpenMP thread. Fixed seeds make the fit, and the
+  pickled model, byte-identical for the same inputs.
 * `evaluate` cross-validates the same recipe on the training part and scores the trained model on the held-out
   part: accuracy, balanced accuracy, macro F1, ROC AUC where defined, per-class precision/recall, confusion matrix.
 * `export` is the pipeline's packaging slot (model + schema); the signed export bundle is `core.models.export`.
@@ -183,7 +186,8 @@ def _as_arrow(t: Any) -> Any:
     idx = meta.get("index_columns") or []
     if len(idx) == 1 and isinstance(idx[0], str) and idx[0] in t.column_names:
         name = next((m.get("name") for m in meta.get("columns", []) if m.get("field_name") == idx[0]), idx[0])
-        return t.drop_columns([idx[0]]), t.column(idx[0]).to_numpy().astype(np.int64), name  # a copy: no view of the cache file
+        rows = t.column(idx[0]).to_numpy().astype(np.int64)  # a copy: no view of the cache file is kept
+        return t.drop_columns([idx[0]]), rows, name
     df = t.to_pandas()  # any other index: as DataFrame conversion makes it
     return pa.Table.from_pandas(df, preserve_index=False), df.index.to_numpy(dtype="int64"), df.index.name
 
@@ -470,8 +474,8 @@ def short_fit(schema: dict[str, Any], params: dict[str, Any], rows: int) -> bool
     In this process because handing 200,000 rows to the worker costs ~0.05 s next to a ~0.5 s fit; in exchange a
     cancel cannot stop the fit itself (the run stops at once, the fit finishes in the background). On one core
     because its matrix products are too small to gain from threads: on 2 cores one thread fitted 200,000 rows in
-    0.51-0.55 s, the default two in 0.6-1.3 s (OpenBLAS threads spin while waiting for each other), and the model
-    file is the same byte for byte."""
+    0.51-0.55 s, the default two in 0.6-1.3 s (OpenBLAS threads spin while waiting for each other); the model file
+    then no longer depends on the machine's core count (sums split across threads round differently)."""
     if params["model"] != "logreg" or params.get("hyper") or params["max_iter"] > 1000:
         return False
     top = int(schema.get("max_categories", 20)) + 1
