@@ -74,3 +74,41 @@ def test_disk_full_at_reservation(tmp_path, monkeypatch):
     with pytest.raises(OSError) as info:
         DurableHashingFile(tmp_path / "f.bin", expected_size=10 << 20)
     assert info.value.errno == errno.ENOSPC
+
+
+# --- reading the source: bytes and their sha256 in one pass ----------------------------------------------------------
+
+
+def test_read_source_hash_matches_bytes_read(tmp_path, monkeypatch):
+    from hitl_desktop.core import ingest
+
+    monkeypatch.setattr(ingest, "_READ_CHUNK", 4096)  # many chunks, so the hashing thread follows the reader
+    f = tmp_path / "d.csv"
+    f.write_bytes(_payload(1_000_003))
+    src = ingest.read_source(str(f))
+    assert bytes(src.data) == f.read_bytes()
+    assert src.sha256() == hashlib.sha256(f.read_bytes()).hexdigest()
+
+
+def test_read_source_of_a_file_that_shrinks_or_grows_while_read(tmp_path, monkeypatch):
+    """What was read is what is imported, and the hash is of exactly that."""
+    from hitl_desktop.core import ingest
+
+    monkeypatch.setattr(ingest, "_READ_CHUNK", 4096)
+    f = tmp_path / "d.csv"
+    f.write_bytes(_payload(100_000))
+    real_fstat = os.fstat
+
+    def claims(size):
+        def fstat(fd):
+            st = real_fstat(fd)
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, size,
+                                   st.st_atime, st.st_mtime, st.st_ctime))
+        return fstat
+
+    monkeypatch.setattr(ingest.os, "fstat", claims(60_000))  # the file was 60 kB when opened, 100 kB when read
+    src = ingest.read_source(str(f))
+    assert bytes(src.data) == f.read_bytes() and src.sha256() == hashlib.sha256(f.read_bytes()).hexdigest()
+    monkeypatch.setattr(ingest.os, "fstat", claims(150_000))  # 150 kB when opened, cut to 100 kB while read
+    src = ingest.read_source(str(f))
+    assert bytes(src.data) == f.read_bytes() and src.sha256() == hashlib.sha256(f.read_bytes()).hexdigest()
