@@ -112,10 +112,6 @@ def detect_format(path: str) -> str:
     return FORMATS[ext]
 
 
-def read_bytes(path: str) -> bytes:
-    return read_source(path).data
-
-
 class SourceBytes:
     """A file's bytes, read once, with their sha256 computed by a thread that follows the reading chunk by chunk."""
 
