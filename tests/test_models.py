@@ -73,6 +73,16 @@ def train(p, **kw):
     return M.train(p, "alice", **kw)
 
 
+def accept_duplicate(proj, batch_id: int, row_id: int) -> None:
+    """Record row `row_id` as a duplicate of the row before it and accept dropping it, as a reviewer would."""
+    with proj.write() as conn:
+        fid = conn.execute(db.flags.insert().values(
+            batch_id=batch_id, row_id=row_id, column=None, kind="duplicate", severity="low", score=1.0,
+            message=f"duplicate of row {row_id - 1}", suggestion=F.DROP_DUPLICATE, status="open", value_key="k")
+        ).inserted_primary_key[0]
+    F.accept(proj, fid, "alice")
+
+
 def test_training_refuses_unapproved_batches_naming_them(proj):
     approve_batches(proj, (1, 2))
     with pytest.raises(M.TrainingRefused) as e:
@@ -179,12 +189,7 @@ def test_batch_edited_after_approval_refuses_training_and_shows_invalid(proj):
 def test_accepted_duplicates_are_dropped_from_training(proj):
     approve_batches(proj)
     base = train(proj).model
-    with proj.write() as conn:
-        fid = conn.execute(db.flags.insert().values(
-            batch_id=1, row_id=5, column=None, kind="duplicate", severity="low", score=1.0,
-            message="duplicate of row 4", suggestion=F.DROP_DUPLICATE, status="open", value_key="k")
-        ).inserted_primary_key[0]
-    F.accept(proj, fid, "alice")
+    accept_duplicate(proj, 1, 5)
     res = train(proj)
     assert not res.reused and res.model.version == 2
     assert res.model.lineage["rows"]["dropped_duplicates"] == 1
@@ -435,12 +440,7 @@ def test_featurize_from_arrow_equals_the_prediction_contract_on_the_cleaned_rows
 
     B.set_cell(proj, 1, 7, "color", None, "alice")  # a missing text value: its own category
     B.set_cell(proj, 2, 70, "label", None, "alice")  # a missing target: dropped (by clean)
-    with proj.write() as conn:
-        fid = conn.execute(db.flags.insert().values(
-            batch_id=3, row_id=125, column=None, kind="duplicate", severity="low", score=1.0,
-            message="duplicate of row 124", suggestion=F.DROP_DUPLICATE, status="open", value_key="k")
-        ).inserted_primary_key[0]
-    F.accept(proj, fid, "alice")
+    accept_duplicate(proj, 3, 125)
     approve_batches(proj)
     res = train(proj)
     import joblib
