@@ -233,17 +233,20 @@ def test_disk_full_while_writing_originals(project, tmp_path, monkeypatch):
     assert not any((project.path / "data" / "tmp").iterdir())
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_disk_full_inside_the_real_writer(project, tmp_path, monkeypatch):
-    """ENOSPC raised by the background writer thread of the originals file: refused, nothing left behind."""
+    """ENOSPC from Arrow's native file writer (its sink is /dev/full here): refused, nothing left behind."""
     from hitl_desktop.core import filewrite
 
     f = write(tmp_path, "d.csv", CSV)
     before = snapshot(project)
+    real_open = filewrite._open_sink
 
-    def full(fd, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def full(path, buffer_size):
+        open(path, "wb").close()  # the follower reads the path; the bytes go to a device that is always full
+        return real_open("/dev/full", buffer_size)
 
-    monkeypatch.setattr(filewrite.os, "write", full)
+    monkeypatch.setattr(filewrite, "_open_sink", full)
     with pytest.raises(ImportRefused, match="disk is full"):
         import_file(project, f, ImportOptions(), user="alice")
     monkeypatch.undo()

@@ -1,79 +1,102 @@
-"""DurableHashingFile: the import's writer of the originals file (hashing and writing in threads while Arrow fills)."""
+"""HashedFile: the import's writer of the originals file (Arrow writes natively, a thread hashes what was written)."""
 from __future__ import annotations
 
 import errno
 import hashlib
 import os
+import subprocess
+import sys
+import textwrap
 
 import pyarrow as pa
 import pytest
 
 from hitl_desktop.core import filewrite
-from hitl_desktop.core.filewrite import DurableHashingFile
+from hitl_desktop.core.filewrite import HashedFile
 
 
 def _payload(n: int) -> bytes:
     return (hashlib.sha256(str(n).encode()).digest() * (n // 32 + 1))[:n]
 
 
-@pytest.mark.parametrize("sizes", [[1], [4095], [4096], [3, 5000, 12_000_000, 7], [filewrite._STAGE, 1], [filewrite._STAGE * 3 + 5]])
+@pytest.mark.parametrize("sizes", [[1], [4095], [4096], [3, 5000, 12_000_000, 7], [1 << 16, 1], [(1 << 16) * 3 + 5] * 40])
 def test_writes_exact_bytes_and_returns_their_sha256(tmp_path, sizes):
     path = tmp_path / "f.bin"
-    out = DurableHashingFile(path, expected_size=sum(sizes) + 10_000)
+    out = HashedFile(path, expected_size=sum(sizes), buffer_size=1 << 16)  # small buffer: the follower hashes early
     parts = [_payload(n) for n in sizes]
     for p in parts:
-        assert out.write(p) == len(p)
+        out.stream.write(p)
+        out.mark()
     digest = out.commit()
     data = path.read_bytes()
-    assert data == b"".join(parts)  # trimmed to the exact size, nothing padded or reserved left over
+    assert data == b"".join(parts)
     assert digest == hashlib.sha256(data).hexdigest()
+
+
+def test_the_follower_never_reads_past_the_watermark(tmp_path, monkeypatch):
+    """Bytes held in Arrow's buffer are not in the file yet: the follower waits for mark() or commit()."""
+    path = tmp_path / "f.bin"
+    out = HashedFile(path, buffer_size=1 << 16)
+    out.stream.write(_payload(50_000))  # less than one buffer: nothing is certainly written yet
+    out.mark()
+    assert out._watermark == 0 and out._hashed == 0
+    out.stream.write(_payload(300_000))
+    out.mark()
+    assert 0 < out._watermark <= 350_000 - (1 << 16)
+    assert out.commit() == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_arrow_ipc_through_it_reads_back(tmp_path):
     table = pa.table({"a": list(range(100_000)), "b": [f"v{i}" for i in range(100_000)]})
     path = tmp_path / "t.arrow"
-    out = DurableHashingFile(path)
-    stream = pa.BufferedOutputStream(pa.PythonFile(out, mode="w"), buffer_size=1 << 16)
-    with pa.ipc.new_file(stream, table.schema) as w:
+    out = HashedFile(path, buffer_size=1 << 16)
+    with pa.ipc.new_file(out.stream, table.schema) as w:
         for rb in table.to_batches(max_chunksize=500):
             w.write_batch(rb)
-    stream.close()
+            out.mark()
     digest = out.commit()
     assert pa.ipc.open_file(pa.memory_map(str(path))).read_all().equals(table)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_disk_full_in_the_writer_thread_reaches_the_caller(tmp_path, monkeypatch):
-    real_write = os.write
+def test_a_failing_native_write_reaches_the_caller(tmp_path):
+    """A real write error inside Arrow's C++ writer (here: the file-size limit, EFBIG) is an OSError at the caller,
+    and the writer can be aborted. Run in a child process: the limit applies to the whole process."""
+    resource = pytest.importorskip("resource")
+    del resource
+    code = textwrap.dedent(f"""
+        import errno, resource, sys
+        from hitl_desktop.core.filewrite import HashedFile
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        out = HashedFile({str(tmp_path / "f.bin")!r}, buffer_size=1 << 16)
+        try:
+            for _ in range(40):
+                out.stream.write(b"x" * 100_000)
+                out.mark()
+            out.commit()
+        except OSError as exc:
+            out.abort()
+            print("refused", exc.errno in (errno.EFBIG, errno.ENOSPC))
+            sys.exit(0)
+        print("written")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "refused True"
 
-    def full(fd, data):
-        if len(data) > 1000:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
 
-    monkeypatch.setattr(filewrite.os, "write", full)
-    out = DurableHashingFile(tmp_path / "f.bin")
+def test_disk_full_is_found_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(filewrite.shutil, "disk_usage", lambda p: _Usage(10))
     with pytest.raises(OSError) as info:
-        for _ in range(5):
-            out.write(_payload(filewrite._STAGE))
-        out.commit()
+        HashedFile(tmp_path / "f.bin", expected_size=10 << 20)
     assert info.value.errno == errno.ENOSPC
-    out.abort()  # safe after a failure; the caller then removes the file
-    with pytest.raises(OSError):
-        out.commit()  # the error stays: a failed file can never be committed
+    assert not (tmp_path / "f.bin").exists()
 
 
-def test_disk_full_at_reservation(tmp_path, monkeypatch):
-    if not hasattr(os, "posix_fallocate"):
-        pytest.skip("no posix_fallocate here")
-
-    def full(fd, off, n):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(filewrite.os, "posix_fallocate", full)
-    with pytest.raises(OSError) as info:
-        DurableHashingFile(tmp_path / "f.bin", expected_size=10 << 20)
-    assert info.value.errno == errno.ENOSPC
+class _Usage:
+    def __init__(self, free: int) -> None:
+        self.total = self.used = 0
+        self.free = free
 
 
 # --- reading the source: bytes and their sha256 in one pass ----------------------------------------------------------

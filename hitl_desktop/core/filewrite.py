@@ -1,180 +1,168 @@
 """Writing a large file once, durably, while hashing it: the import's Arrow file of originals.
 
-`DurableHashingFile` is a writable, binary file object (what `pa.PythonFile` wraps) that
+`HashedFile` gives Arrow a native buffered file stream (`stream`): Arrow's C++ writer copies the serialised bytes
+into its buffer and writes them to the file itself, without the GIL and without passing through Python objects.
+A thread follows the file as it grows, reading back what has been written (from the page cache) and hashing it
+(sha256; hashlib releases the GIL), so the hash costs no pass after the write and is the hash of the bytes really
+in the file.
 
-* copies what it is given into one of two staging buffers and hands each full buffer to two background threads,
-  one hashing it (sha256), one writing it to the descriptor; hashlib and `os.write` release the GIL, so hashing,
-  writing and Arrow's serialising into the other buffer run at once and the hash costs no second pass over the
-  file;
-* reserves the expected size up front (`posix_fallocate`), so a full disk is usually found before anything is
-  written;
-* on `commit()` writes the tail, trims the file to the exact size, fsyncs it and returns the sha256 of exactly
-  the bytes written.
+The follower only reads below a *watermark* the writing side publishes with `mark()`: every byte below
+``stream.tell() - buffer_size`` has been handed to a completed write call, because Arrow's buffered stream never
+holds more than `buffer_size` bytes back. So the follower never sees a region another write is still filling, on
+any operating system.
 
-Writes go through the page cache. O_DIRECT was tried: it made the import itself faster on a virtual machine
-(no freshly allocated page-cache pages), but the checks that read the file right after the import then read it
-from disk, and the import + first full read took as long as before; the cost only moved.
+`commit()` flushes and closes the stream, lets the follower read to the end, checks that it hashed exactly as many
+bytes as were written, fsyncs the file and returns the sha256. Any failure (a full disk: `OSError` with
+`errno.ENOSPC` from Arrow's write, or from the free-space check made before anything is written) reaches the
+caller, who removes the partial file.
 
-Any error (ENOSPC included) is raised in the caller's thread at the next write or at commit; the caller removes
-the partial file.
+Two earlier designs were measured and dropped: a Python file object fed by `pa.PythonFile` (Arrow's bytes copied
+into Python objects, then into staging buffers, then to the kernel: three copies and a serial pipeline, 0.17-0.4 s
+for a 163 MB file where this takes 0.10-0.13 s) and O_DIRECT writes (the cost moved to the first read after the
+import).
 """
 from __future__ import annotations
 
 import errno
 import hashlib
-import mmap
 import os
-import queue
+import shutil
+import sys
 import threading
-from typing import Any
+from typing import Callable
 
-_STAGE = 8 << 20  # bytes per staging buffer
+import pyarrow as pa
+
+BUFFER_SIZE = 4 << 20  # Arrow's write buffer: at most this much is held back from the file at any time
+_READ = 8 << 20  # the follower's read size
 
 
-class DurableHashingFile:
-    def __init__(self, path: str | os.PathLike, expected_size: int = 0) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
-        self._fd = fd
+def _writeback_starter() -> Callable[[int, int, int], None]:
+    """Linux: `sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)` starts writing a range to disk without waiting,
+    so most of the file is already on its way when `commit()` fsyncs (the fsync of a 163 MB file drops from about
+    45 ms to 2 ms). Elsewhere, and if the call is unavailable, nothing: fsync does all the work."""
+    if not sys.platform.startswith("linux"):
+        return lambda fd, off, n: None
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+    except (OSError, AttributeError, ImportError):
+        return lambda fd, off, n: None
+    return lambda fd, off, n: None if fn(fd, off, n, 2) else None  # a failure only loses the head start
+
+
+_start_writeback = _writeback_starter()
+
+
+def check_free_space(path: str | os.PathLike, needed: int) -> None:
+    """Refuse before writing anything when the disk plainly cannot hold `needed` more bytes."""
+    if needed <= 0:
+        return
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return  # cannot tell: the writes themselves will report a full disk
+    if free < needed:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _open_sink(path: str, buffer_size: int) -> pa.BufferedOutputStream:
+    return pa.BufferedOutputStream(pa.OSFile(path, mode="w"), buffer_size=buffer_size)
+
+
+class HashedFile:
+    def __init__(self, path: str | os.PathLike, expected_size: int = 0, buffer_size: int = BUFFER_SIZE) -> None:
+        self.path = os.fspath(path)
+        check_free_space(self.path, expected_size)
+        self._buffer_size = buffer_size
+        self.stream = _open_sink(self.path, buffer_size)
+        self._watermark = 0  # bytes known to be completely written; the follower reads below it only
+        self._final = -1  # set once the stream is closed: the exact size of the file
+        self._hashed = 0
         self._hash = hashlib.sha256()
-        self._size = 0
-        self.closed = False
-        try:
-            if expected_size > 0 and hasattr(os, "posix_fallocate"):
-                try:
-                    os.posix_fallocate(fd, 0, expected_size)
-                except OSError as exc:
-                    if exc.errno == errno.ENOSPC:
-                        raise
-                    # filesystems without fallocate: writing extends the file as usual
-            self._buffers = [mmap.mmap(-1, _STAGE), mmap.mmap(-1, _STAGE)]
-        except BaseException:
-            os.close(fd)
-            raise
-        self._current = 0
-        self._fill = 0
         self._error: BaseException | None = None
-        # A buffer may be refilled once both the hasher and the writer are done with it.
-        self._hashed = [threading.Semaphore(1) for _ in self._buffers]
-        self._written = [threading.Semaphore(1) for _ in self._buffers]
-        self._hashed[0].acquire()  # buffer 0 is being filled
-        self._written[0].acquire()
-        self._hash_jobs: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
-        self._write_jobs: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._hash_loop, name="hitl-hash", daemon=True),
-            threading.Thread(target=self._write_loop, name="hitl-write", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
+        self._stop = False
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._follow, name="hitl-hash", daemon=True)
+        self._thread.start()
 
-    # --- the file interface pa.PythonFile needs -------------------------------------------------------------------
-
-    def write(self, data: Any) -> int:
-        self._raise_pending()
-        view = memoryview(data).cast("B")
-        n = len(view)
-        done = 0
-        while done < n:
-            room = _STAGE - self._fill
-            take = min(room, n - done)
-            self._buffers[self._current][self._fill:self._fill + take] = view[done:done + take]
-            self._fill += take
-            done += take
-            if self._fill == _STAGE:
-                self._submit(_STAGE)
-        self._size += n
-        return n
-
-    def tell(self) -> int:
-        return self._size
-
-    def flush(self) -> None:
-        pass
-
-    def writable(self) -> bool:
-        return True
-
-    def close(self) -> None:  # pa.PythonFile closes its wrapped file; the real end is commit()/abort()
-        pass
-
-    # --- ending -----------------------------------------------------------------------------------------------------
+    def mark(self) -> None:
+        """Publish how far the file is complete. Call after writes (cheap: one `tell`)."""
+        mark = self.stream.tell() - self._buffer_size
+        if mark > self._watermark:
+            self._watermark = mark
+            self._wake.set()
 
     def commit(self) -> str:
-        """Write the tail, trim to the exact size, fsync; return the sha256 of the bytes written."""
-        self._raise_pending()
-        if self.closed:
+        """Flush, close, finish hashing, fsync; return the sha256 of the file's bytes."""
+        if self._closed:
             raise ValueError("the file was already committed or aborted")
+        self._raise_pending()
         try:
-            if self._fill:
-                self._submit(self._fill)
-            self._stop_worker()
+            size = self.stream.tell()
+            self.stream.close()  # the tail reaches the file (a full disk raises here at the latest)
+            self._final = size
+            self._wake.set()
+            self._thread.join()
             self._raise_pending()
-            os.ftruncate(self._fd, self._size)  # give back what the reservation held beyond the end
-            os.fsync(self._fd)
+            if self._hashed != size:
+                raise OSError(errno.EIO, f"read back {self._hashed} of the {size} bytes written")
+            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         finally:
-            self._close_fd()
+            self._end()
         return self._hash.hexdigest()
 
     def abort(self) -> None:
-        self._stop_worker()
-        self._close_fd()
+        """Stop the follower and close the stream; the caller removes the file."""
+        if not self._closed:
+            self._end()
 
     # --- internals --------------------------------------------------------------------------------------------------
 
-    def _submit(self, length: int) -> None:
-        self._hash_jobs.put((self._current, length))
-        self._write_jobs.put((self._current, length))
-        self._current ^= 1
-        self._fill = 0
-        self._hashed[self._current].acquire()  # wait until the other buffer is hashed and written
-        self._written[self._current].acquire()
-        self._raise_pending()
-
-    def _hash_loop(self) -> None:
-        while (job := self._hash_jobs.get()) is not None:
-            index, length = job
+    def _end(self) -> None:
+        self._closed = True
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+        if not self.stream.closed:
             try:
-                with memoryview(self._buffers[index]) as view:
-                    self._hash.update(view[:length])
-            except BaseException as exc:  # handed to the caller's thread (without frames holding the buffer)
-                self._error = exc.with_traceback(None)
-            finally:
-                self._hashed[index].release()
+                self.stream.close()
+            except OSError:
+                pass  # already failing; the caller removes the file
 
-    def _write_loop(self) -> None:
-        while (job := self._write_jobs.get()) is not None:
-            index, length = job
-            try:
-                if self._error is None:
-                    with memoryview(self._buffers[index]) as view:
-                        written = 0
-                        while written < length:
-                            k = os.write(self._fd, view[written:length])
-                            if k <= 0:
-                                raise OSError(errno.ENOSPC, "No space left on device")
-                            written += k
-            except BaseException as exc:  # handed to the caller's thread (without frames holding the buffer)
-                self._error = exc.with_traceback(None)
-            finally:
-                self._written[index].release()
-
-    def _stop_worker(self) -> None:
-        if any(t.is_alive() for t in self._threads):
-            self._hash_jobs.put(None)
-            self._write_jobs.put(None)
-            for t in self._threads:
-                t.join()
+    def _follow(self) -> None:
+        buf = bytearray(_READ)
+        view = memoryview(buf)
+        try:
+            with open(self.path, "rb", buffering=0) as fh:
+                while not self._stop:
+                    final = self._final
+                    limit = final if final >= 0 else self._watermark
+                    if self._hashed < limit:
+                        n = fh.readinto(view[:min(_READ, limit - self._hashed)])
+                        if not n:
+                            raise OSError(errno.EIO, f"the file ended at {self._hashed} bytes, {limit} were written")
+                        self._hash.update(view[:n])
+                        _start_writeback(fh.fileno(), self._hashed, n)
+                        self._hashed += n
+                    elif final >= 0:
+                        return
+                    else:
+                        self._wake.wait()
+                        self._wake.clear()
+        except BaseException as exc:  # handed to the caller's thread at commit (without frames holding the buffer)
+            self._error = exc.with_traceback(None)
+        finally:
+            view.release()
 
     def _raise_pending(self) -> None:
-        if self._error is not None:  # stays set: every later call fails too
+        if self._error is not None:
             raise self._error
-
-    def _close_fd(self) -> None:
-        if not self.closed:
-            self.closed = True
-            os.close(self._fd)
-            for b in self._buffers:
-                try:
-                    b.close()
-                except BufferError:  # a view still alive somewhere: the mapping goes with the last reference
-                    pass

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from . import audit, db
 from .errors import HitlError, ImportRefused
-from .filewrite import DurableHashingFile
+from .filewrite import HashedFile
 from .ingest import ColumnInfo, ImportOptions, read_file, read_source
 from .project import Project
 from .util import canonical_json, fsync_dir, utc_now
@@ -137,20 +137,19 @@ def _write_arrow(path: Path, table: pa.Table, batch_size: int) -> str:
     """Write one record batch per review batch, fsync, and return the file's sha256.
 
     The parsed table stays in its parser chunks (no full `combine_chunks` copy): each review batch is a slice, and
-    only a slice that straddles two chunks is combined (one batch's rows). Arrow's IPC writer fills a 4 MB buffer
-    that goes to a `DurableHashingFile` (hashing and writing in two background threads while the next buffer fills).
+    only a slice that straddles two chunks is combined (one batch's rows). Arrow writes the file natively through
+    a `HashedFile`, whose thread hashes what has been written while the rest is serialised.
     """
-    out = DurableHashingFile(path, expected_size=table.nbytes + (table.num_rows // batch_size + 2) * 4096)
+    out = HashedFile(path, expected_size=table.nbytes + (table.num_rows // batch_size + 2) * 4096)
     try:
-        stream = pa.BufferedOutputStream(pa.PythonFile(out, mode="w"), buffer_size=1 << 22)
-        with pa.ipc.new_file(stream, table.schema) as writer:
+        with pa.ipc.new_file(out.stream, table.schema) as writer:
             for start in range(0, table.num_rows, batch_size):
                 part = table.slice(start, batch_size)
                 rbs = part.to_batches()
                 if len(rbs) != 1:
                     rbs = part.combine_chunks().to_batches()
                 writer.write_batch(rbs[0])
-        stream.close()
+                out.mark()
         return out.commit()
     except BaseException:
         out.abort()
