@@ -2,6 +2,8 @@
 signed export bundles and verified prediction — every refusal and attack of the issue."""
 from __future__ import annotations
 
+import hashlib
+
 import json
 import shutil
 
@@ -151,6 +153,12 @@ def test_model_file_is_byte_identical_for_the_same_inputs(tmp_path, proj):
     assert m1.model_sha256 == m2.model_sha256
     assert (proj.path / m1.model_file).read_bytes() == (other.path / m2.model_file).read_bytes()
     other.close()
+    # registration takes the fitted model from the run; from the cache (a run that reused the train step) it is
+    # the same bytes
+    for model, kw in (("hgb", {"max_iter": 20}), ("logreg", {})):
+        res = train(proj, model=model, params=kw)
+        cached = M._load_result(proj, res.run.step("train").key, mmap=False)["model"]
+        assert hashlib.sha256(M.model_bytes(cached)).hexdigest() == res.model.model_sha256
 
 
 def test_target_missing_or_with_one_class_is_refused(proj, tmp_path):

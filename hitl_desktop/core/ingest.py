@@ -247,13 +247,15 @@ def detect_encoding(data: bytes) -> str:
         return "latin-1"
 
 
-def _to_utf8(data: bytes, encoding: str, name: str) -> bytes:
+def _to_utf8(data: bytes, encoding: str, name: str, validated: bool = False) -> bytes:
+    """`data` as UTF-8 bytes. `validated`: `detect_encoding` has just found `data` to be valid UTF-8 (or ASCII)
+    without a BOM, so it is not checked a second time (a pass over the whole file)."""
     try:
         codec = codecs.lookup(encoding).name
     except LookupError:
         raise ImportRefused(f"unknown encoding '{encoding}': use e.g. utf-8, utf-16, cp1252 or latin-1") from None
     if codec == "utf-8" and not data.startswith(codecs.BOM_UTF8):
-        if data.isascii():
+        if validated or data.isascii():
             return data
         try:
             data.decode("utf-8")
@@ -291,7 +293,7 @@ def detect_delimiter(sample: str, path: str) -> str:
 def _read_csv(path: str, data: bytes, options: ImportOptions) -> ReadResult:
     name = os.path.basename(path)
     encoding = options.encoding or detect_encoding(data)
-    utf8 = _to_utf8(data, encoding, name)
+    utf8 = _to_utf8(data, encoding, name, validated=options.encoding is None and encoding == "utf-8")
     if utf8.startswith(codecs.BOM_UTF8):
         utf8 = utf8[len(codecs.BOM_UTF8):]
     if len(utf8) < 4096 and not utf8.strip():
@@ -561,7 +563,8 @@ def _read_parquet(path: str, data: bytes) -> ReadResult:
 
 def _read_jsonl(path: str, data: bytes) -> ReadResult:
     name = os.path.basename(path)
-    text = _to_utf8(data, detect_encoding(data), name).decode("utf-8").lstrip("\ufeff")
+    encoding = detect_encoding(data)
+    text = _to_utf8(data, encoding, name, validated=encoding == "utf-8").decode("utf-8").lstrip("\ufeff")
     records: list[dict[str, Any]] = []
     order: dict[str, None] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):

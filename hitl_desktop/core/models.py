@@ -293,13 +293,18 @@ def train(project: Project, user: str, target: str | None = None, model: str = "
                                                       db.models.c.result_key == train_key))
                          .order_by(db.models.c.id.desc())).first()
         if r is not None:
+            report.outputs.clear()
             return TrainResult(_info(conn, r), True, left_rows, left, report, notes)
-    info = _register(project, user, name, spec, report, steps, left, registry)
+    try:
+        info = _register(project, user, name, spec, report, steps, left, registry)
+    finally:
+        report.outputs.clear()  # the training matrix and model: not kept alive by the returned report
     return TrainResult(info, False, left_rows, left, report, notes)
 
 
-def _load_result(project: Project, key: str) -> dict[str, Any]:
-    """A verified cache result; joblib files are memory-mapped (the features matrix is read only in part)."""
+def _load_result(project: Project, key: str, mmap: bool = True) -> dict[str, Any]:
+    """A verified cache result; joblib files are memory-mapped unless `mmap` is False (the features matrix is read
+    only in part)."""
     import joblib
 
     from .pipeline.cache import ResultStore
@@ -315,7 +320,7 @@ def _load_result(project: Project, key: str) -> dict[str, Any]:
     bad = store.check(r.path, r.sha256)
     if bad:
         raise CorruptResult(key, f"result {key[:12]}: {bad}; train again to recompute it")
-    return joblib.load(store.path(r.path), mmap_mode="r")
+    return joblib.load(store.path(r.path), mmap_mode="r" if mmap else None)
 
 
 def model_bytes(model: Any) -> bytes:
@@ -362,9 +367,16 @@ def _register(project: Project, user: str, name: str, spec: Any, report: Any, st
     from .. import __version__
 
     keys = {s.step: s.key for s in report.steps}
-    features = _load_result(project, keys[steps["featurize"]])["features"]
-    fitted = _load_result(project, keys[steps["train"]])["model"]
-    metrics = dict(_load_result(project, keys[steps["evaluate"]])["metrics"])
+
+    def result(step: str) -> dict[str, Any]:  # what the run just produced, else from the verified cache
+        return report.outputs.get(keys[steps[step]]) or _load_result(project, keys[steps[step]])
+
+    features = result("featurize")["features"]
+    # the model as stored in the cache, read into memory (not memory-mapped): joblib records each array's class and
+    # pickling can differ before and after a round trip, so the model file is made from the one form every path
+    # (in-process fit, worker fit, a train step reused from the cache) shares
+    fitted = _load_result(project, keys[steps["train"]], mmap=False)["model"]
+    metrics = dict(result("evaluate")["metrics"])
     data = model_bytes(fitted)
     sha = hashlib.sha256(data).hexdigest()
     with project.read() as conn:

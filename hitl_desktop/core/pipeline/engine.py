@@ -284,6 +284,9 @@ class RunReport:
     user: str
     error: str | None = None
     bookkeeping: dict[str, float] = field(default_factory=dict)
+    # results of whole steps this run computed or loaded, by key (in memory; not part of the JSON report): a caller
+    # that needs them right after the run (model registration) need not load them back from the cache
+    outputs: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run_id, "pipeline": self.pipeline, "status": self.status, "user": self.user,
@@ -573,7 +576,7 @@ class _Run:
         self.store.save()
         self.emit("run_finished", run_id=self.run_id, status=status, seconds=seconds, message=error or "")
         return RunReport(self.run_id, self.spec.name, status, self.outcomes, seconds, self.user, error,
-                         dict(self.timer.t))
+                         dict(self.timer.t), dict(self.memo) if status == "done" else {})
 
     def _fail(self, sp: StepPlan, message: str, t0: float, cleanup: list[str]) -> None:
         if self._pending is not None and self._pending.sp is not sp:

@@ -237,6 +237,38 @@ def dropped_duplicate_rows(conn: Any, source_id: int) -> dict[int, list[int]]:
     return out
 
 
+class _Soon:
+    """fn(*args) started now, in a thread when `threaded`; `get()` waits for the value (or raises its error)."""
+
+    def __init__(self, threaded: bool, fn: Any, args: tuple[Any, ...]) -> None:
+        self._box: dict[str, Any] = {}
+        self._thread = None
+        if threaded:
+            import threading
+
+            self._thread = threading.Thread(target=self._run, args=(fn, args), name="hitl-featurize", daemon=True)
+            self._thread.start()
+        else:
+            self._run(fn, args)
+
+    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            self._box["value"] = fn(*args)
+        except BaseException as exc:  # re-raised by get() in the caller's thread
+            self._box["error"] = exc
+
+    def get(self) -> Any:
+        if self._thread is not None:
+            self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
+
+
+def _soon(threaded: bool, fn: Any, *args: Any) -> _Soon:
+    return _Soon(threaded, fn, args)
+
+
 def _stratified_holdout(codes: np.ndarray, n_classes: int, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of held-out rows: `fraction` of each class (a class keeps at least two training rows). `codes`
     index the sorted classes; classes are visited in that order."""
@@ -338,19 +370,10 @@ class Featurize(Stage):
             return table.select([name]).to_pandas()[name]
 
         y_col = table.column(target)
-        y, classes, codes = None, None, None
-        if _is_text(y_col.type):
-            classes, codes = _sorted_codes(y_col)
-            y = np.asarray(classes, dtype=str)[codes]  # fixed-width text: pickles to the fit worker in one copy
-            if np.asarray(classes, dtype=str).tolist() != classes:  # a value numpy text cannot hold as is
-                y = None
-        if y is None:
-            y = series(target).astype(str).to_numpy(dtype=str)
-            uniq, codes = np.unique(y, return_inverse=True)
-            classes = uniq.tolist()
-        if len(classes) < 2:
-            raise StageFailed(f"target '{target}' has one class ({classes[0]!r}) in the {n} selected rows: "
-                              "training needs at least two")
+        # dictionary encodings of text (the target, category columns) run in threads while this one types the
+        # numbers: Arrow's kernels release the GIL (for large inputs only: a thread costs more than a small column)
+        big = n >= 50_000
+        label = _soon(big, _sorted_codes, y_col) if _is_text(y_col.type) else None
         infos = {c.name: c for c in meta["columns"]}
         exclude = set(params["exclude"] or [])
         columns, skipped, missing = [], [], {}
@@ -369,12 +392,30 @@ class Featurize(Stage):
                 skipped.append({"name": str(c), "why": "every value is missing"})
                 continue
             columns.append({"name": str(c), "type": kind, "logical": info.logical if info else str(dtypes[c])})
+
+        def column(c: dict[str, Any]) -> Any:
+            return _arrow_column(table.column(c["name"]), c, dtypes[c["name"]], lambda: series(c["name"]))
+
+        later = {c["name"]: _soon(big, column, c) for c in columns if c["type"] == "category"}
+        data = {c["name"]: later[c["name"]] if c["name"] in later else column(c) for c in columns}
+        data = {k: v.get() if isinstance(v, _Soon) else v for k, v in data.items()}
+        y, classes, codes = None, None, None
+        if label is not None:
+            classes, codes = label.get()
+            y = np.asarray(classes, dtype=str)[codes]  # fixed-width text: pickles to the fit worker in one copy
+            if np.asarray(classes, dtype=str).tolist() != classes:  # a value numpy text cannot hold as is
+                y = None
+        if y is None:
+            y = series(target).astype(str).to_numpy(dtype=str)
+            uniq, codes = np.unique(y, return_inverse=True)
+            classes = uniq.tolist()
+        if len(classes) < 2:
+            raise StageFailed(f"target '{target}' has one class ({classes[0]!r}) in the {n} selected rows: "
+                              "training needs at least two")
         if not columns:
             raise StageFailed(f"no usable feature columns besides the target '{target}'")
         ctx.report(0.3, "typing columns")
         schema = {"target": target, "classes": classes, "columns": columns}
-        data = {c["name"]: _arrow_column(table.column(c["name"]), c, dtypes[c["name"]],
-                                         lambda name=c["name"]: series(name)) for c in columns}
         X = pd.DataFrame(data, index=pd.Index(row_ids, name=index_name))
         ctx.check_cancelled()
         for c in columns:
