@@ -470,3 +470,45 @@ def test_featurize_from_arrow_equals_the_prediction_contract_on_the_cleaned_rows
     assert f["y"].dtype == expected_y.dtype and (f["y"] == expected_y).all()
     assert (f["row_ids"] == df.index.to_numpy()).all() and f["classes"] == sorted(set(expected_y.tolist()))
     assert "(missing)" in set(f["X"]["color"].astype(str))
+
+
+def test_a_fit_in_a_thread_keeps_other_warning_filters(monkeypatch):
+    """The short fit runs in a thread: it must not swap the process-wide warning filters (catch_warnings would
+    restore, at its end, the list it saw at its start), and a fit that stops at max_iter does not warn."""
+    import threading
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from hitl_desktop.core.pipeline import model_stages as MS
+
+    df = make_rows(300)
+    schema = {"columns": [{"name": c, "type": "category" if df[c].dtype == object else "number"}
+                          for c in df.columns if c != "label"], "max_categories": 20}
+    params = {"model": "logreg", "C": 1.0, "max_iter": 1, "class_weight": "none", "impute": "median", "seed": 0,
+              "hyper": {}}
+    X, y = MS.model_frame(df, schema), df["label"].to_numpy(str)
+    fitting, go_on = threading.Event(), threading.Event()
+    real = MS.make_estimator
+
+    class Paused:  # the real Pipeline, whose fit waits until the other thread has changed the filters
+        def __init__(self, *a):
+            self.inner = real(*a)
+
+        def fit(self, X, y):
+            fitting.set()
+            go_on.wait(10)
+            return self.inner.fit(X, y)
+
+    monkeypatch.setattr(MS, "make_estimator", Paused)
+    marker = ("ignore", None, DeprecationWarning, None, 12345)
+    with warnings.catch_warnings(record=True) as seen:
+        t = threading.Thread(target=MS._fit, args=(schema, params, X, y, 1))
+        t.start()
+        assert fitting.wait(10)
+        warnings.filters.insert(0, marker)  # set by this thread while the fit runs
+        go_on.set()
+        t.join()
+        assert marker in warnings.filters
+        warnings.filters.remove(marker)
+    assert not [w for w in seen if issubclass(w.category, ConvergenceWarning)]

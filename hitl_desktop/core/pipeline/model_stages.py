@@ -494,14 +494,23 @@ def make_estimator(schema: dict[str, Any], params: dict[str, Any]) -> Any:
 def _fit(schema: dict[str, Any], params: dict[str, Any], X: pd.DataFrame, y: np.ndarray,
          threads: int | None = None) -> Any:
     """Fit the Pipeline; `threads` caps BLAS and OpenMP threads during the fit (None: the libraries' default)."""
+    _quiet_convergence()
+    model = make_estimator(schema, params)
+    with thread_limits(threads):
+        return model.fit(X, y)
+
+
+def _quiet_convergence() -> None:
+    """Ignore scikit-learn's ConvergenceWarning in this process from now on (a fit stopping at `max_iter` is the
+    user's choice of parameter, not an error). A filter added once rather than `warnings.catch_warnings()` around
+    the fit: that context swaps the process-wide filter list on entry and exit, so in the thread a short fit runs
+    in it could drop or resurrect filters another thread set meanwhile."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
-    model = make_estimator(schema, params)
-    with thread_limits(threads), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X, y)
+    if not any(f[0] == "ignore" and f[2] is ConvergenceWarning for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 
 #: rows x encoded columns up to which a logistic regression is a short fit (~0.5 s per 4 million on one core)
@@ -565,7 +574,7 @@ class Train(Stage):
         "seed": Param(int, 0, min=0, help="random_state of the estimator"),
         "hyper": Param(dict, {}, help="more estimator parameters (hitl train --param K=V)"),
     }
-    code_deps = (make_estimator, _fit, short_fit, fit_threads, thread_limits)
+    code_deps = (make_estimator, _fit, _quiet_convergence, short_fit, fit_threads, thread_limits)
 
     def run(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         from .errors import StageFailed
