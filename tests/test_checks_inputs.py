@@ -257,3 +257,38 @@ def test_flags_frame():
     assert list(fr.columns) == ["row_id", "column", "kind", "severity", "score", "message", "suggestion"]
     assert fr.iloc[0]["suggestion"] == DROP_DUPLICATE
     assert len(flags_frame([])) == 0
+
+
+def test_quantiles_from_one_sort_equal_numpys():
+    """The profile takes its quantiles and medians from one sorted copy; they equal np.quantile / np.median."""
+    from hitl_desktop.core.checks.profile import _Q, sorted_median, sorted_quantiles
+
+    rng = np.random.default_rng(0)
+    qs = np.array([*_Q, 0.0, 0.05, 0.333, 1.0])
+    for n in (1, 2, 3, 10, 999, 100_000, 255_187):
+        for x in (rng.normal(size=n) * 1e4, rng.integers(-5, 5, n).astype(float), rng.lognormal(size=n)):
+            s = np.sort(x)
+            np.testing.assert_allclose(sorted_quantiles(s, qs), np.quantile(x, qs), rtol=1e-13, atol=0)
+            assert sorted_median(s) == pytest.approx(float(np.median(x)), rel=1e-15, abs=0)
+
+
+def test_first_occurrences_match_a_full_factorisation():
+    """Duplicates find each repeat's first row with one hash pass (+ the repeated rows only): the same answer as
+    factorising every fingerprint, across batches and within a batch."""
+    from hitl_desktop.core.pipeline.checks_stages import _first_occurrences
+
+    def reference(fp, batch):
+        keys = fp if batch is None else pd.MultiIndex.from_arrays([batch, fp])
+        codes = pd.factorize(keys)[0]
+        _, first_pos = np.unique(codes, return_index=True)
+        first = first_pos[codes]
+        dup = np.flatnonzero(first != np.arange(len(fp)))
+        return dup, first[dup]
+
+    rng = np.random.default_rng(3)
+    for n, distinct in ((1, 1), (10, 3), (1000, 50), (50_000, 49_000), (50_000, 50_000_000)):
+        fp = rng.integers(0, distinct, n).astype(np.uint64)
+        batch = np.repeat(np.arange(n // 7 + 1), 7)[:n]
+        for b in (None, batch):
+            got, want = _first_occurrences(fp, b), reference(fp, b)
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])

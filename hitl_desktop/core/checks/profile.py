@@ -80,7 +80,7 @@ def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> 
     sent = np.isin(x, SENTINELS)
     if sent.any() and sent.mean() < 0.05:
         x = x[~sent]
-    q = np.quantile(x, _Q)
+    q = sorted_quantiles(np.sort(x), _Q)
     lo, hi, c = _fences(x, q, float(opts["k"]))
     if q[2] == q[4]:  # half the column or more is one value (zero-inflated): widen by the rest
         rest = x[x != q[3]]
@@ -97,6 +97,33 @@ def numeric_profile(vals: np.ndarray, integer: bool, opts: dict[str, float]) -> 
         "median": q50, "q01": q01, "q25": q25, "q75": q75, "q99": q99,
         "min": float(x.min()), "max": float(x.max()), "scale": c,
     }
+
+
+def sorted_quantiles(s: np.ndarray, q: Any) -> np.ndarray:
+    """`np.quantile(x, q)` (method "linear") of a sorted, NaN-free `s`, computed as numpy computes it (same
+    virtual index, bounds and interpolation, so the same floats): one SIMD sort is several times cheaper than
+    numpy's partition around each of several quantiles."""
+    n = len(s)
+    q = np.asarray(q, dtype=np.float64)
+    virtual = (n - 1) * q  # numpy's virtual index for "linear"
+    prev = np.floor(virtual)
+    nxt = prev + 1
+    above, below = virtual >= n - 1, virtual < 0
+    prev[above], nxt[above] = -1, -1
+    prev[below], nxt[below] = 0, 0
+    prev_i, nxt_i = prev.astype(np.intp), nxt.astype(np.intp)
+    gamma = virtual - prev_i
+    a, b = s[prev_i], s[nxt_i]
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
+
+
+def sorted_median(s: np.ndarray) -> float:
+    """`np.median` of a sorted, NaN-free, non-empty `s` (the same float)."""
+    n = len(s)
+    return float(s[n // 2]) if n % 2 else float(np.mean(s[n // 2 - 1:n // 2 + 1]))
 
 
 def _never_negative(negatives: np.ndarray, n: int, positives: np.ndarray, max_frac: float) -> bool:
@@ -116,8 +143,8 @@ def _fences(x: np.ndarray, q: np.ndarray, k: float) -> tuple[float, float, float
     asinh is linear near 0 and logarithmic far out, so skewed positive columns get fences on a
     log-like scale (heavy right tails are not flagged) while x1000 slips stay far beyond them.
     """
-    nz = np.abs(x[x != 0])
-    c = float(np.median(nz)) if len(nz) else 1.0
+    nz = np.sort(np.abs(x[x != 0]))
+    c = float(sorted_median(nz)) if len(nz) else 1.0
     y01, y10, y25, y50, y75, y90, y99 = (float(v) for v in np.arcsinh(q / c))
     s_up = (y90 - y50) / 1.2816
     s_dn = (y50 - y10) / 1.2816
