@@ -308,7 +308,8 @@ class Featurize(Stage):
     #: the feature matrix (~80 bytes a row) is written to the cache while train fits on it
     store_in_background = True
     code_deps = (model_frame, _frame_column, _as_category, _column_kind, _is_text, _is_number, _isna, _count,
-                 _sorted_codes, _arrow_column, _as_arrow, _combine, _stratified_holdout, dropped_duplicate_rows)
+                 _sorted_codes, _arrow_column, _as_arrow, _combine, _stratified_holdout, dropped_duplicate_rows, _Soon,
+                 _soon)
 
     def plan_context(self, project: Any, source: Any, params: dict[str, Any]) -> dict[str, Any]:
         from sqlalchemy import select
