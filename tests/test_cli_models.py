@@ -168,6 +168,17 @@ def test_export_folder_not_empty_and_predict_attacks(approved, tmp_path, monkeyp
     assert rc == 2 and "not a known signer" in err
     rc, out, err = run("dave", "predict", str(out_dir), str(tmp_path / "ok.csv"), "--trust-project", d)
     assert rc == 0, err
+    # --out: a folder, a missing folder and refused rows are one-line errors and leave no file
+    rc, _, err = run("dave", "predict", str(out_dir), str(tmp_path / "ok.csv"), "--trust-project", d, "--out",
+                     str(tmp_path))
+    assert rc == 2 and "is a folder: give a file name" in err
+    rc, _, err = run("dave", "predict", str(out_dir), str(tmp_path / "ok.csv"), "--trust-project", d, "--out",
+                     str(tmp_path / "nowhere" / "p.csv"))
+    assert rc == 2 and "does not exist" in err
+    rc, _, err = run("dave", "predict", str(out_dir), str(tmp_path / "types.csv"), "--trust-project", d, "--out",
+                     str(tmp_path / "p.csv"))
+    assert rc == 2 and not (tmp_path / "p.csv").exists()
+    assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
     (out_dir / "schema.json").write_text((out_dir / "schema.json").read_text().replace('"w"', '"v"'))
     rc, _, err = run("dave", "predict", str(out_dir), str(tmp_path / "ok.csv"), "--trust-project", d)
     assert rc == 2 and "schema.json was altered" in err

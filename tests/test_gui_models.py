@@ -149,3 +149,30 @@ def test_models_tab_train_approve_export(qtbot, project, tmp_path, errors):
     assert len(M.predict(b, pd.DataFrame({"x": ["0.5", "-1"], "kind": ["a", "b"]}))) == 2
     with Project.open(project) as p:
         assert M.get_model(p, 1).status == "approved"
+
+    # predict held-out rows with the exported bundle from the window: verified, written whole, summarised
+    pd.DataFrame({"x": ["0.5", "-1", "2"], "kind": ["a", "b", "a"]}).to_csv(tmp_path / "new.csv", index=False)
+    tab.choose_bundle = lambda: str(out)
+    tab.choose_rows = lambda: str(tmp_path / "new.csv")
+    tab.choose_output = lambda default: default
+    tab.predict_button.click()
+    qtbot.waitUntil(lambda: tab.last_prediction is not None, timeout=20000)
+    pred = pd.read_csv(tmp_path / "new-predictions.csv")
+    assert list(pred.columns[:2]) == ["row", "prediction"] and len(pred) == 3
+    assert "3 predictions written to" in tab.note.text() and "signed by Bob Approver" in tab.note.text()
+    assert tab.predict_button.isEnabled() and not errors[1:]
+
+    # refusals: a rows file that does not fit the schema, then an altered bundle; no predictions file appears
+    pd.DataFrame({"x": ["high"], "kind": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)
+    tab.choose_rows = lambda: str(tmp_path / "bad.csv")
+    tab.predict_button.click()
+    qtbot.waitUntil(lambda: len(errors) == 2, timeout=20000)
+    assert errors[1][0] == "Prediction refused" and "column 'x' should hold numbers" in errors[1][1]
+    assert not (tmp_path / "bad-predictions.csv").exists()
+    (out / "schema.json").write_text((out / "schema.json").read_text() + " ")
+    tab.choose_rows = lambda: str(tmp_path / "new.csv")
+    tab.choose_output = lambda default: str(tmp_path / "again.csv")
+    tab.predict_button.click()
+    qtbot.waitUntil(lambda: len(errors) == 3, timeout=20000)
+    assert "schema.json was altered" in errors[2][1] and not (tmp_path / "again.csv").exists()
+    win.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from ..core import identity
@@ -287,19 +286,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.trust_project:
         with Project.open(args.trust_project) as p:
             trusted.update(M.project_keys(p))
-    bundle = M.load_bundle(args.bundle, trusted)
-    rows = M.read_rows(args.file)
-    pred = M.predict(bundle, rows)
     if args.out:
-        out = Path(args.out)
-        if out.exists() and out.is_dir():
-            raise HitlError(f"--out {out} is a folder: give a file name")
-        pred.to_csv(out, index=False)
-        summary = {"bundle": str(bundle.path), "model": bundle.manifest["model"], "rows": len(pred),
-                   "out": str(out), "signer": {k: bundle.signer[k] for k in ("user", "full_name", "key")},
-                   "predicted": {str(k): int(v) for k, v in pred["prediction"].value_counts().items()}}
-        emit(args, summary, f"{len(pred):,} predictions written to {out} (model {bundle.manifest['model']['label']}, "
-                            f"signed by {bundle.signer['full_name']})")
+        summary = M.predict_file(args.bundle, args.file, args.out, trusted)
+        emit(args, summary, f"{summary['rows']:,} predictions written to {summary['out']} (model "
+                            f"{summary['model']['label']}, signed by {summary['signer']['full_name']})")
     else:
+        bundle = M.load_bundle(args.bundle, trusted)
+        pred = M.predict(bundle, M.read_rows(args.file))
         pred.to_csv(sys.stdout, index=False)
     return 0

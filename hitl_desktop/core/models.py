@@ -906,7 +906,38 @@ def predict(bundle: Bundle, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def predict_file(bundle_path: str | os.PathLike, rows_path: str | os.PathLike, out: str | os.PathLike,
+                 trusted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Verify the bundle, check the rows against its schema, predict, and write the predictions CSV to `out`
+    atomically (a temporary file beside it, fsynced, then renamed: a refusal or a crash leaves no partial file).
+    Returns a summary (what `hitl predict --out` prints and the window shows)."""
+    out = Path(out)
+    if out.is_dir():
+        raise BundleRefused(f"{out} is a folder: give a file name for the predictions")
+    if not out.parent.is_dir():
+        raise BundleRefused(f"the folder {out.parent} does not exist")
+    bundle = load_bundle(bundle_path, trusted)
+    pred = predict(bundle, read_rows(rows_path))
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            pred.to_csv(fh, index=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+        fsync_dir(str(out.parent))
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise BundleRefused(f"could not write {out}: {exc.strerror or exc}") from None
+    return {"bundle": str(bundle.path), "model": bundle.manifest["model"], "rows": len(pred), "out": str(out),
+            "signer": {k: bundle.signer[k] for k in ("user", "full_name", "key")},
+            "predicted": {str(k): int(v) for k, v in pred["prediction"].value_counts().items()}}
+
+
 __all__ = ["BundleRefused", "ExportRefused", "ModelInfo", "TrainResult", "TrainingRefused", "allowed_actions",
            "decide_model", "export_model", "get_model", "list_models", "load_bundle", "model_approval",
-           "predict", "project_keys", "read_rows", "train", "training_scope", "trust_key", "trusted_keys",
+           "predict", "predict_file", "project_keys", "read_rows", "train", "training_scope", "trust_key", "trusted_keys",
            "verify_bundle"]

@@ -1,5 +1,6 @@
-"""The Models tab: train, the versions, metrics side by side, the confusion matrix, lineage, and the signed
-Approve / Reject / Export actions (greyed out with the reason while not allowed).
+"""The Models tab: train, the versions, metrics side by side, the confusion matrix, lineage, the signed
+Approve / Reject / Export actions (greyed out with the reason while not allowed), and Predict with an exported
+bundle (verified before anything is unpickled, as `hitl predict` does).
 
 All work goes through `hitl_desktop.core.models` off the GUI thread (the window's task manager; decisions on its
 single writer thread). The tab asks the core what the current user may do (`models.allowed_actions`) and shows
@@ -73,6 +74,14 @@ class ModelsTab(QWidget):
         self.last_export: Any = None
         #: asks for the export folder; tests replace it
         self.choose_folder: Callable[[], str] = lambda: QFileDialog.getExistingDirectory(self, "Export model to")
+        #: ask for the bundle, the rows and the predictions file of Predict; tests replace them
+        self.choose_bundle: Callable[[], str] = lambda: QFileDialog.getExistingDirectory(
+            self, "Exported model bundle to predict with")
+        self.choose_rows: Callable[[], str] = lambda: QFileDialog.getOpenFileName(
+            self, "Rows to predict", "", "Data (*.csv *.tsv *.txt *.parquet);;All files (*)")[0]
+        self.choose_output: Callable[[str], str] = lambda default: QFileDialog.getSaveFileName(
+            self, "Write predictions to", default, "CSV (*.csv)")[0]
+        self.last_prediction: dict[str, Any] | None = None
         lay = QVBoxLayout(self)
 
         bar = QHBoxLayout()
@@ -115,6 +124,10 @@ class ModelsTab(QWidget):
         for b in (self.approve_button, self.reject_button, self.export_button):
             acts.addWidget(b)
         acts.addStretch(1)
+        self.predict_button = QPushButton("Predict…")
+        self.predict_button.setToolTip("Predict rows of a CSV/TSV/Parquet file with an exported, signed model bundle")
+        self.predict_button.clicked.connect(self.predict)
+        acts.addWidget(self.predict_button)
         ll.addLayout(acts)
         self.reason = QLabel("")
         self.reason.setWordWrap(True)
@@ -459,6 +472,45 @@ class ModelsTab(QWidget):
             self.window_.tasks.submit(f"Export model {mid}", work, on_done=done, on_error=failed)
 
         self._ask_password(m, "sign the export manifest", False, submit)
+
+    def predict(self) -> None:
+        """Bundle folder -> rows file -> predictions file, then verify, check and predict off the GUI thread."""
+        import os
+
+        bundle = self.choose_bundle()
+        if not bundle:
+            return
+        rows = self.choose_rows()
+        if not rows:
+            return
+        stem, _ = os.path.splitext(rows)
+        out = self.choose_output(f"{stem}-predictions.csv")
+        if not out:
+            return
+        project = self.project
+        self.predict_button.setEnabled(False)
+        self.note.setText(f"Predicting {os.path.basename(rows)} with {os.path.basename(bundle.rstrip('/'))}…")
+
+        def work(_ctx):
+            trusted = core_models.trusted_keys()
+            if project is not None:
+                trusted.update(core_models.project_keys(project))  # signers of this project's own exports
+            return core_models.predict_file(bundle, rows, out, trusted)
+
+        def done(summary):
+            self.last_prediction = summary
+            self.predict_button.setEnabled(True)
+            counts = ", ".join(f"{k}: {v:,}" for k, v in summary["predicted"].items())
+            self.note.setText(f"{summary['rows']:,} predictions written to {summary['out']} (model "
+                              f"{summary['model']['label']}, signed by {summary['signer']['full_name']})"
+                              + (f"; predicted {counts}" if counts else ""))
+
+        def failed(msg):
+            self.predict_button.setEnabled(True)
+            self.note.setText(msg)
+            show_error(self, "Prediction refused", msg)
+
+        self.window_.tasks.submit("Predict", work, on_done=done, on_error=failed)
 
 
 __all__ = ["ModelsTab", "metric_rows"]
