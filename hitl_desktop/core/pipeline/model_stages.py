@@ -20,6 +20,7 @@ project, or a CSV a user hands to `hitl predict`) into exactly the frame the mod
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -610,6 +611,14 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.nda
     from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                                  precision_recall_fscore_support, roc_auc_score)
 
+    names = list(classes)
+    # scikit-learn's metrics re-encode text labels in every call (np.unique over the strings): encode once to the
+    # class positions and pass those (the same numbers; ~2.5x cheaper for 50,000 rows)
+    codes_true = pd.Categorical(np.asarray(y_true, dtype=object), categories=names).codes
+    codes_pred = pd.Categorical(np.asarray(y_pred, dtype=object), categories=names).codes
+    if len(names) == len(set(names)) and (codes_true >= 0).all() and (codes_pred >= 0).all():
+        y_true, y_pred = codes_true.astype(np.intp), codes_pred.astype(np.intp)
+        classes = list(range(len(names)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out: dict[str, Any] = {
@@ -631,32 +640,54 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.nda
         out["roc_auc"] = auc
         p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     out["per_class"] = {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                        for i, c in enumerate(classes)}
+                        for i, c in enumerate(names)}
     out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=classes).astype(int).tolist()
     return out
 
 
-def _cross_validate(model: Any, X: pd.DataFrame, y: np.ndarray, folds: int, seed: int) -> list[dict[str, Any]]:
-    """Refit the trained model's recipe (`clone`: same preprocessing and parameters) per fold."""
-    import warnings
-
+def _cross_validate(model: Any, X: pd.DataFrame, y: np.ndarray, folds: int, seed: int,
+                    workers: int = 1) -> list[dict[str, Any]]:
+    """Refit the trained model's recipe (`clone`: same preprocessing and parameters) per fold; with `workers` > 1
+    the folds are fitted in that many threads (the caller caps BLAS threads). Metrics are computed afterwards, in
+    this thread, in fold order."""
     from sklearn.base import clone
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold
 
+    _quiet_convergence()
     classes = sorted(set(y.tolist()))
-    out = []
-    for tr, te in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            m = clone(model).fit(X.iloc[tr], y[tr])
+    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+    def fit_predict(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        tr, te = split
+        m = clone(model).fit(X.iloc[tr], y[tr])
         proba = m.predict_proba(X.iloc[te])
         pred = np.asarray(m.classes_)[proba.argmax(axis=1)]
         full = np.zeros((len(te), len(classes)))
         for j, c in enumerate(m.classes_):
             full[:, classes.index(c)] = proba[:, j]
-        out.append(classification_metrics(y[te], pred, full, classes))
-    return out
+        return te, pred, full
+
+    if workers > 1 and len(splits) > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(splits))) as pool:
+            fitted = list(pool.map(fit_predict, splits))
+    else:
+        fitted = [fit_predict(sp) for sp in splits]
+    return [classification_metrics(y[te], pred, full, classes) for te, pred, full in fitted]
+
+
+def _cv_workers(model: Any, rows: int) -> tuple[int, int | None]:
+    """(fold threads, BLAS thread cap) for cross-validating `model` on `rows` rows: a short logistic regression (as
+    `short_fit` judges the main fit) gains nothing from BLAS threads, so its folds run side by side on one BLAS
+    thread each; anything else fits its folds one after another with the libraries' own threads."""
+    est = model.steps[-1][1] if hasattr(model, "steps") else model
+    coef = getattr(est, "coef_", None)
+    if type(est).__name__ != "LogisticRegression" or coef is None:
+        return 1, None
+    if rows * int(coef.shape[1]) > SHORT_FIT_CELLS:
+        return 1, None
+    import os
+
+    return max(1, min(2, os.cpu_count() or 1)), 1
 
 
 def _holdout_metrics(model: Any, X: pd.DataFrame, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -673,7 +704,9 @@ def _evaluate(model: Any, X: pd.DataFrame, y: np.ndarray, holdout: np.ndarray, f
     out: dict[str, Any] = {}
     tr = ~holdout
     if folds:
-        out["cv"] = _cross_validate(model, X[tr] if not tr.all() else X, y[tr], folds, seed)
+        workers, blas = _cv_workers(model, int(tr.sum()))
+        with thread_limits(blas):
+            out["cv"] = _cross_validate(model, X[tr] if not tr.all() else X, y[tr], folds, seed, workers)
     if holdout.any():
         out["holdout"] = _holdout_metrics(model, X[holdout], y[holdout], classes)
     return out
@@ -695,7 +728,8 @@ class Evaluate(Stage):
         "scoring": Param(str, "accuracy", choices=("accuracy", "balanced_accuracy"),
                          help="the headline score (all metrics are computed)"),
     }
-    code_deps = (classification_metrics, _cross_validate, _holdout_metrics, _evaluate)
+    code_deps = (classification_metrics, _cross_validate, _cv_workers, _holdout_metrics, _evaluate, _quiet_convergence,
+                 thread_limits)
 
     def run(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         f = inputs["features"]
