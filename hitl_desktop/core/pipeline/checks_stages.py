@@ -427,6 +427,10 @@ class Labels(Stage):
     stores_flags = True
     flag_kinds = ("label",)
     wants_previous = True
+    #: the cleaned batches arrive as Arrow tables (memory-mapped cache files), combined and converted to one
+    #: DataFrame at once: with 2,000 batches, a DataFrame per batch cost 2.5 s and enough Python objects to make
+    #: the garbage collector pause the window
+    arrow_inputs = ("table",)
     code_deps = (_row_hash, empty_flags, value_key, value_keys, _value_text)
 
     def plan_context(self, project, source, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -437,7 +441,7 @@ class Labels(Stage):
     def run(self, ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         meta = inputs["meta"]
         label = meta["label"]
-        tables: dict[int, pd.DataFrame] = inputs["table"]
+        tables: dict[int, Any] = inputs["table"]  # Arrow tables (or DataFrames from other callers)
         order = [b for b in meta["batches"] if b in tables]
 
         def skip(reason: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -449,11 +453,15 @@ class Labels(Stage):
             return skip("the label check is turned off (labels.enabled = false)")
         if not label:
             return skip("the source has no label column (import with --label COLUMN)")
-        frames = [tables[b] for b in order if len(tables[b])]
-        if not frames:
+        from .model_stages import _combine
+
+        nonempty = {b: tables[b] for b in order if len(tables[b])}
+        if not nonempty:
             return skip("no rows")
-        df = pd.concat(frames)
-        bids = np.concatenate([np.full(len(tables[b]), b, dtype=np.int64) for b in order if len(tables[b])])
+        table, row_ids, index_name, used, _ = _combine(nonempty, {})  # in batch id order
+        df = table.to_pandas()
+        df.index = pd.Index(row_ids, name=index_name)
+        bids = np.concatenate([np.full(used[b], b, dtype=np.int64) for b in sorted(nonempty)])
         if label not in df.columns:
             return skip(f"label column '{label}' is not in the data")
         return _label_check(ctx, df, bids, meta, label, params, (inputs.get("context") or {}).get("profile"),
