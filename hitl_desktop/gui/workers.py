@@ -7,8 +7,7 @@
 * Running tasks are kept referenced by the :class:`TaskManager` until their end signal has been delivered.
 * The window's own database writes (edits, decisions, flag resolutions) go through one single-thread pool, the
   *writer*: one write at a time, in order, and the event loop never waits for SQLite's lock. CPU-heavy work
-  (imports, checks, pipeline runs) runs on its own pool, at a lower priority on Linux, so it never queues behind
-  the writer and the window's quick loads never queue behind it.
+  (imports, checks, pipeline runs) runs on the general pool so it never queues behind the writer.
 * Creating the task manager tunes the garbage collector (`keep_gc_pauses_short`): full collections used to
   freeze the window for 100-235 ms at a time while checks ran.
 """
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import os
 import sys
 import threading
 import time
@@ -123,8 +121,6 @@ class Task(QRunnable):
 
     def run(self) -> None:  # worker thread
         self.started_at = time.monotonic()
-        if getattr(self, "lower_priority", False):
-            _lower_this_thread()
         try:
             if self._cancel.is_set():
                 raise Cancelled()
@@ -152,24 +148,6 @@ class Task(QRunnable):
 
 
 _gc_tuned = False
-
-
-def _lower_this_thread() -> None:
-    """Linux: nice +5 for the calling thread (a thread of the pool for long tasks), once. Elsewhere, or if not
-    allowed, nothing."""
-    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
-        return
-    tid = threading.get_native_id()
-    if tid in _lowered:
-        return
-    _lowered.add(tid)
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 5))
-    except OSError:
-        pass
-
-
-_lowered: set[int] = set()
 
 
 def keep_gc_pauses_short() -> None:
@@ -202,13 +180,8 @@ class TaskManager(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         keep_gc_pauses_short()
-        self.pool = QThreadPool(self)  # quick work for the window: loading a batch, the queue, charts
+        self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(max(2, QThreadPool.globalInstance().maxThreadCount()))
-        # long tasks shown in the run panel (checks, pipeline, import, training, export): their threads run at a
-        # lower priority (Linux: nice +5), so on a busy machine the event loop is scheduled first when it wakes
-        # and a batch opened meanwhile does not queue behind them
-        self.heavy = QThreadPool(self)
-        self.heavy.setMaxThreadCount(max(2, QThreadPool.globalInstance().maxThreadCount()))
         self.writer = QThreadPool(self)
         self.writer.setMaxThreadCount(1)
         self.writer.setExpiryTimeout(-1)  # keep the writer thread: no start-up cost per edit
@@ -220,7 +193,6 @@ class TaskManager(QObject):
                cancellable: bool = True, visible: bool = True) -> Task:
         task = Task(name, fn, cancellable=cancellable, writer=writer)
         task.visible = visible
-        task.lower_priority = visible and not writer
         if on_done:
             task.signals.finished.connect(on_done)
         if on_error:
@@ -232,7 +204,7 @@ class TaskManager(QObject):
         task.signals.ended.connect(lambda t=task: self._ended(t))
         self._running[task.id] = task
         self.taskStarted.emit(task)
-        (self.writer if writer else self.heavy if visible else self.pool).start(task)
+        (self.writer if writer else self.pool).start(task)
         return task
 
     def _ended(self, task: Task) -> None:
@@ -251,5 +223,4 @@ class TaskManager(QObject):
 
     def wait(self, timeout_ms: int = 30000) -> bool:
         ok = self.pool.waitForDone(timeout_ms)
-        ok = self.heavy.waitForDone(timeout_ms) and ok
         return self.writer.waitForDone(timeout_ms) and ok

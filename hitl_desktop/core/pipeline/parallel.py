@@ -85,25 +85,9 @@ def _cap_threads(threads: int) -> None:
         _capped[os.getpid()] = threads
 
 
-def _lower_priority() -> None:
-    """In a worker process (POSIX): nice 5 once, so the window's event loop wins the CPU when it wakes while the
-    workers keep every core busy. An idle machine runs the workers as fast as before."""
-    if _capped.get(-os.getpid()) or not hasattr(os, "nice"):
-        return
-    _capped[-os.getpid()] = 1
-    try:
-        os.nice(5)
-    except OSError:
-        pass
-
-
-def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any], threads: int, stop_file: str | None = None,
-               own_process: bool = False) -> list[Any]:
-    """Run a chunk of units in a worker; stop early (between units) once `stop_file` exists (a cancel).
-    `own_process`: the worker is a process of its own (loky), whose priority may be lowered."""
+def _run_chunk(fn: Callable[[Any], Any], chunk: list[Any], threads: int, stop_file: str | None = None) -> list[Any]:
+    """Run a chunk of units in a worker; stop early (between units) once `stop_file` exists (a cancel)."""
     _cap_threads(threads)
-    if own_process:
-        _lower_priority()
     out = []
     for t in chunk:
         if stop_file is not None and os.path.exists(stop_file):
@@ -154,7 +138,7 @@ def run_units(fn: Callable[[Any], Any], tasks: list[Any], cfg: ParallelConfig,
         n_jobs = cfg.n_jobs
     with parallel_config(backend=backend, n_jobs=n_jobs, **kwargs):
         par = Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-        gen = par(delayed(_run_chunk)(fn, c, threads, stop_file, backend == "loky") for c in chunks)
+        gen = par(delayed(_run_chunk)(fn, c, threads, stop_file) for c in chunks)
         try:
             for out in gen:
                 yield from out
