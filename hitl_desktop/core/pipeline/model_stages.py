@@ -679,14 +679,15 @@ def _cv_workers(model: Any, rows: int) -> tuple[int, int | None]:
     """(fold threads, BLAS thread cap) for cross-validating `model` on `rows` rows: a short logistic regression (as
     `short_fit` judges the main fit) gains nothing from BLAS threads, so its folds run side by side on one BLAS
     thread each; anything else fits its folds one after another with the libraries' own threads."""
-    est = model.steps[-1][1] if hasattr(model, "steps") else model
-    coef = getattr(est, "coef_", None)
-    if type(est).__name__ != "LogisticRegression" or coef is None:
-        return 1, None
-    if rows * int(coef.shape[1]) > SHORT_FIT_CELLS:
-        return 1, None
     import os
 
+    from sklearn.linear_model import LogisticRegression
+
+    est = model.steps[-1][1] if hasattr(model, "steps") else model
+    if not isinstance(est, LogisticRegression) or getattr(est, "coef_", None) is None:
+        return 1, None
+    if rows * int(est.coef_.shape[1]) > SHORT_FIT_CELLS:
+        return 1, None
     return max(1, min(2, os.cpu_count() or 1)), 1
 
 
