@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from .. import db
 from ..util import canonical_json, sha256_text
+from .model_stages import _as_arrow, _combine
 from .stage import Param, Stage, StageContext
 
 SCHEMA_KEY = "checks.schema"
@@ -431,7 +432,7 @@ class Labels(Stage):
     #: DataFrame at once: with 2,000 batches, a DataFrame per batch cost 2.5 s and enough Python objects to make
     #: the garbage collector pause the window
     arrow_inputs = ("table",)
-    code_deps = (_row_hash, empty_flags, value_key, value_keys, _value_text)
+    code_deps = (_row_hash, empty_flags, value_key, value_keys, _value_text, _combine, _as_arrow)
 
     def plan_context(self, project, source, params: dict[str, Any]) -> dict[str, Any] | None:
         if not params.get("enabled", True) or not source.label:
@@ -453,8 +454,6 @@ class Labels(Stage):
             return skip("the label check is turned off (labels.enabled = false)")
         if not label:
             return skip("the source has no label column (import with --label COLUMN)")
-        from .model_stages import _combine
-
         nonempty = {b: tables[b] for b in order if len(tables[b])}
         if not nonempty:
             return skip("no rows")
