@@ -281,7 +281,7 @@ def train(project: Project, user: str, target: str | None = None, model: str = "
     # featurize's plan reads the valid approvals too: it sees the verdicts this scope check judged (once per run)
     with audit.approval_snapshot(scope["states"]):
         report = E.run_pipeline(project, name, steps["evaluate"], user=user, observer=observer, cancel=cancel,
-                                registry=registry)
+                                registry=registry, keep_outputs=True)
     if report.status == "cancelled":
         raise RunCancelled(f"training cancelled (run {report.run_id}); nothing was registered")
     if report.status == "failed":
@@ -939,5 +939,5 @@ def predict_file(bundle_path: str | os.PathLike, rows_path: str | os.PathLike, o
 
 __all__ = ["BundleRefused", "ExportRefused", "ModelInfo", "TrainResult", "TrainingRefused", "allowed_actions",
            "decide_model", "export_model", "get_model", "list_models", "load_bundle", "model_approval",
-           "predict", "predict_file", "project_keys", "read_rows", "train", "training_scope", "trust_key", "trusted_keys",
-           "verify_bundle"]
+           "predict", "predict_file", "project_keys", "read_rows", "train", "training_scope", "trust_key",
+           "trusted_keys", "verify_bundle"]

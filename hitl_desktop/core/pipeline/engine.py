@@ -284,8 +284,9 @@ class RunReport:
     user: str
     error: str | None = None
     bookkeeping: dict[str, float] = field(default_factory=dict)
-    # results of whole steps this run computed or loaded, by key (in memory; not part of the JSON report): a caller
-    # that needs them right after the run (model registration) need not load them back from the cache
+    # with run_pipeline(keep_outputs=True): results of whole steps this run computed or loaded, by key (in memory;
+    # not part of the JSON report), so a caller that needs them right after the run (model registration) need not
+    # load them back from the cache
     outputs: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -439,8 +440,9 @@ def _unit_worker(t: _UnitTask) -> dict[str, Any]:
 
 class _Run:
     def __init__(self, project: Project, spec: PipelineSpec, registry: Registry, user: str, observer: Observer,
-                 cancel: CancelToken, cfg: parallel.ParallelConfig) -> None:
+                 cancel: CancelToken, cfg: parallel.ParallelConfig, keep_outputs: bool = False) -> None:
         self.project = project
+        self.keep_outputs = keep_outputs
         self.spec = spec
         self.registry = registry
         self.user = user
@@ -576,7 +578,7 @@ class _Run:
         self.store.save()
         self.emit("run_finished", run_id=self.run_id, status=status, seconds=seconds, message=error or "")
         return RunReport(self.run_id, self.spec.name, status, self.outcomes, seconds, self.user, error,
-                         dict(self.timer.t), dict(self.memo) if status == "done" else {})
+                         dict(self.timer.t), dict(self.memo) if status == "done" and self.keep_outputs else {})
 
     def _fail(self, sp: StepPlan, message: str, t0: float, cleanup: list[str]) -> None:
         if self._pending is not None and self._pending.sp is not sp:
@@ -993,8 +995,10 @@ def _store_flags(conn, flags_by_batch: dict[int, list[tuple] | None], run_id: in
 
 def run_pipeline(project: Project, pipeline: str | None = None, stage: str | None = None, *, user: str | None = None,
                  observer: Observer = None, cancel: CancelToken | None = None, n_jobs: int | None = None,
-                 backend: str | None = None, registry: Registry | None = None) -> RunReport:
+                 backend: str | None = None, registry: Registry | None = None,
+                 keep_outputs: bool = False) -> RunReport:
     """Run what is stale in `pipeline` (or only step `stage` and what it needs). Blocking; call it off the GUI thread.
+    `keep_outputs`: the report holds the whole steps' results in memory (`RunReport.outputs`).
 
     Bad definitions raise a one-line PipelineError before anything is recorded. Stage failures and cancellation
     are recorded and returned in the report (`report.raise_for_status()` turns them into errors).
@@ -1005,7 +1009,7 @@ def run_pipeline(project: Project, pipeline: str | None = None, stage: str | Non
     registry = registry or registry_for(project)
     spec = get_pipeline(project, pipeline)
     cfg = parallel.config_from_meta(project, n_jobs=n_jobs, backend=backend)
-    r = _Run(project, spec, registry, user or os_user(), observer, cancel or CancelToken(), cfg)
+    r = _Run(project, spec, registry, user or os_user(), observer, cancel or CancelToken(), cfg, keep_outputs)
     return r.run(stage)
 
 
