@@ -389,6 +389,42 @@ def test_user_stage_module_that_fails_to_import(proj, tmp_path):
         assert conn.execute(select(db.runs)).first() is None
 
 
+def _install_plugin(site, name, body):
+    """A distribution installed into folder `site` (on sys.path): a module and its hitl_desktop.stages entry point."""
+    (site / f"{name}.py").write_text(textwrap.dedent(body))
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[hitl_desktop.stages]\n{name} = {name}\n")
+    return info
+
+
+def test_user_stages_from_entry_points_follow_installs_and_removals(tmp_path, monkeypatch):
+    import shutil
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    assert "tripled" not in registry_for().names()
+    info = _install_plugin(site, "hitl_ep_plugin", """
+        from hitl_desktop.core.pipeline import stage
+
+        @stage("tripled", inputs=("features",), outputs={"n": "metrics"})
+        def tripled(ctx, inputs, params):
+            return {"n": {"rows": 3 * len(inputs["features"]["y"])}}
+        """)
+    reg = registry_for()  # installing changed the folder: the entry points are read again
+    assert "tripled" in reg.names() and reg.get("tripled").origin.startswith("entry point hitl_ep_plugin")
+    assert "tripled" in registry_for().names()  # and kept while nothing changes
+    shutil.rmtree(info)
+    assert "tripled" not in registry_for().names()
+    _install_plugin(site, "hitl_ep_broken", "raise RuntimeError('no such thing')\n")
+    with pytest.raises(PluginError) as e:
+        registry_for()
+    assert one_line(e) == ("user stage entry point hitl_ep_broken (hitl_ep_broken) failed to load: "
+                           "RuntimeError: no such thing")
+
+
 def test_per_batch_user_stage_failure_registers_nothing(proj):
     @stage("picky", per_batch=True, inputs=("batch",), outputs={"t": "table"})
     def picky(ctx, inputs, params):

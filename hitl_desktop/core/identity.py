@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import json
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -461,7 +462,11 @@ def session_signer(session: Session) -> Signer:
     return sign
 
 
+@functools.lru_cache(maxsize=4096)
 def verify_signature(public_key_b64: str, signed_payload: str, signature_b64: str) -> bool:
+    """Whether `signature_b64` is `public_key_b64`'s Ed25519 signature of `signed_payload`. Remembered per exact
+    (key, text, signature): the answer for the same three strings never changes, and an operation that re-checks
+    every approval (training, the approvals view) would otherwise verify the same signatures again each time."""
     try:
         Ed25519PublicKey.from_public_bytes(_unb64(public_key_b64)).verify(
             _unb64(signature_b64), signed_payload.encode("utf-8"))

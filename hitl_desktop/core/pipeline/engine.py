@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pandas as pd
 from sqlalchemy import and_, delete, func, select
 
-from .. import audit, db
+from .. import audit, db, threads
 from ..batches import _apply_overrides, _to_pandas  # the loaders' own conversion, so workers see what load_batch sees
 from ..errors import HitlError, NotFound
 from ..project import Project, _pid_alive
@@ -602,7 +600,7 @@ class _Run:
         if p is None:
             return
         t_w = time.perf_counter()
-        p.thread.join()
+        p.task.join()
         waited = time.perf_counter() - t_w
         self.timer.add("write", p.write_seconds)
         if p.error is not None:
@@ -786,8 +784,7 @@ class _Run:
                         raise PipelineError(f"internal: unit {k[:12]} of step '{up}' is not registered")
                     return b, self.store.load(k, r.path, r.sha256, r.kind, arrow)[inp]
 
-                with ThreadPoolExecutor(max_workers=4) as ex:
-                    inputs[inp] = dict(ex.map(one, keys))
+                inputs[inp] = dict(threads.map_ordered(one, keys, 4, name="hitl-load"))
             else:
                 inputs[inp] = self._load(upp.key, arrow and sp_kind(upp) == "table")[inp]
         return inputs
@@ -885,7 +882,7 @@ class _PendingStore:
         self.error: BaseException | None = None
         self.write_seconds = 0.0
         self.seconds = 0.0
-        self.thread: threading.Thread
+        self.task: threads.Task
 
     @classmethod
     def start(cls, store: ResultStore, sp: StepPlan, kind: str, out: dict[str, Any], t0: float,
@@ -901,9 +898,8 @@ class _PendingStore:
                 p.error = exc
             p.write_seconds = time.perf_counter() - t
 
-        p.thread = threading.Thread(target=work, name=f"hitl-store-{sp.name}", daemon=True)
         p.seconds = time.perf_counter() - t0
-        p.thread.start()
+        p.task = threads.start(work, name=f"hitl-store-{sp.name}")
         return p
 
 

@@ -239,31 +239,17 @@ def dropped_duplicate_rows(conn: Any, source_id: int) -> dict[int, list[int]]:
 
 
 class _Soon:
-    """fn(*args) started now, in a thread when `threaded`; `get()` waits for the value (or raises its error)."""
+    """fn(*args) started now, on a helper thread when `threaded`; `get()` waits for the value (or raises its
+    error)."""
 
     def __init__(self, threaded: bool, fn: Any, args: tuple[Any, ...]) -> None:
-        self._box: dict[str, Any] = {}
-        self._thread = None
-        if threaded:
-            import threading
+        from .. import threads
 
-            self._thread = threading.Thread(target=self._run, args=(fn, args), name="hitl-featurize", daemon=True)
-            self._thread.start()
-        else:
-            self._run(fn, args)
-
-    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
-        try:
-            self._box["value"] = fn(*args)
-        except BaseException as exc:  # re-raised by get() in the caller's thread
-            self._box["error"] = exc
+        self._task = threads.start(fn, *args, name="hitl-featurize") if threaded else None
+        self._value = None if threaded else fn(*args)
 
     def get(self) -> Any:
-        if self._thread is not None:
-            self._thread.join()
-        if "error" in self._box:
-            raise self._box["error"]
-        return self._box["value"]
+        return self._task.result() if self._task is not None else self._value
 
 
 def _soon(threaded: bool, fn: Any, *args: Any) -> _Soon:

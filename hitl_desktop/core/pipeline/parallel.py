@@ -213,25 +213,13 @@ def call_in_thread(fn: Callable[..., Any], args: Iterable[Any], kwargs: dict[str
     the background and its result is dropped. Use `call_in_process` for anything that may run long."""
     if cancel.is_set():
         raise Cancelled()
-    box: dict[str, Any] = {}
+    from .. import threads
 
-    def target() -> None:
-        try:
-            box["result"] = fn(*args, **kwargs)
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name="hitl-unit", daemon=True)
-    t.start()
-    while True:
-        t.join(poll)
-        if not t.is_alive():
-            break
+    task = threads.start(fn, *args, name="hitl-unit", lane="unit", **kwargs)
+    while not task.join(poll):
         if cancel.is_set():
             raise Cancelled()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    return task.result()
 
 
 def shutdown() -> None:

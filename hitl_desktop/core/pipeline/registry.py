@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
 import types
 from importlib.metadata import entry_points
@@ -40,7 +41,35 @@ def _stages_in(obj: Any, origin: str) -> list[Stage]:
     return [validate_stage_definition(obj, origin)]
 
 
+_entry_point_cache: tuple[Any, list[Stage]] | None = None
+
+
+def _installed_state() -> tuple[Any, ...]:
+    """What decides the installed distributions: the import path and each folder's modification time (installing
+    or removing a package changes its site-packages folder)."""
+    out = []
+    for p in sys.path:
+        try:
+            out.append((p, os.stat(p or ".").st_mtime_ns))
+        except OSError:
+            out.append((p, None))
+    return tuple(out)
+
+
 def _load_entry_points() -> list[Stage]:
+    """The entry points' stages; scanning every installed distribution's metadata takes milliseconds, so the result
+    is kept until the import path or a folder on it changes."""
+    global _entry_point_cache
+    state = _installed_state()
+    cached = _entry_point_cache
+    if cached is not None and cached[0] == state:
+        return list(cached[1])
+    stages = _scan_entry_points()
+    _entry_point_cache = (state, stages)
+    return list(stages)
+
+
+def _scan_entry_points() -> list[Stage]:
     out: list[Stage] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         origin = f"entry point {ep.name} ({ep.value})"
