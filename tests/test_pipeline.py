@@ -125,6 +125,28 @@ def test_last_stage_param_change_reruns_only_that_stage(proj):
                              "featurize": "reused", "train": "reused", "evaluate": "computed"}
 
 
+def test_several_params_change_in_one_transaction_or_not_at_all(proj):
+    from hitl_desktop.core.pipeline import set_params
+
+    reg = registry_for(proj)
+    before = get_pipeline(proj).to_json()
+    with proj.read() as conn:
+        entries = conn.execute(select(db.audit.c.id)).all()
+    with pytest.raises(ParamError) as e:
+        set_params(proj, None, [("evaluate", "folds", 4), ("train", "no_such", 1)], "ann", reg)
+    assert "step 'train' (stage train) has no parameter 'no_such'" in one_line(e)
+    assert get_pipeline(proj).to_json() == before  # the valid first change was not applied either
+    with proj.read() as conn:
+        assert conn.execute(select(db.audit.c.id)).all() == entries
+    spec = set_params(proj, None, [("evaluate", "folds", 4), ("train", "C", 0.5)], "ann", reg)
+    assert spec.step("evaluate").params["folds"] == 4 and get_pipeline(proj).step("train").params["C"] == 0.5
+    with proj.read() as conn:
+        new = conn.execute(select(db.audit.c.action, db.audit.c.payload).where(
+            db.audit.c.id > max(i for (i,) in entries))).all()
+    assert [(a, json.loads(p)["step"], json.loads(p)["param"]) for a, p in new] == [
+        ("pipeline.set_param", "evaluate", "folds"), ("pipeline.set_param", "train", "C")]
+
+
 def test_two_variants_share_upstream_results(proj):
     run_pipeline(proj, user="ann")
     add_variant(proj, "strong-reg", None, "ann", registry_for(proj), [("train", "C", 0.01)])

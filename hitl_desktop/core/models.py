@@ -272,12 +272,14 @@ def train(project: Project, user: str, target: str | None = None, model: str = "
     tp = _train_params(model, dict(params or {}), registry)
     for k, v in tp.items():
         wanted[(steps["train"], k)] = v
+    changes = []
     for (step, k), v in wanted.items():
         st = spec.step(step)
         cur = st.params.get(k, registry.get(st.stage).params[k].default)
         if cur != v or (step == feat.name and k == "target" and k not in st.params):
-            S.set_param(project, name, step, k, v, user, registry)
-    spec = S.get_pipeline(project, name)
+            changes.append((step, k, v))
+    if changes:  # one transaction: the training parameters change together or not at all
+        spec = S.set_params(project, name, changes, user, registry)
     # featurize's plan reads the valid approvals too: it sees the verdicts this scope check judged (once per run)
     with audit.approval_snapshot(scope["states"]):
         report = E.run_pipeline(project, name, steps["evaluate"], user=user, observer=observer, cancel=cancel,

@@ -16,7 +16,7 @@ from .errors import (CorruptResult, OutputMismatch, ParamError, PipelineError, P
 from .events import EVENT_KINDS, CancelToken, RunEvent, RunObserver
 from .registry import ENTRY_POINT_GROUP, STAGE_PATHS_KEY, Registry, registry_for
 from .spec import (DEFAULT_PIPELINE, PipelineSpec, Step, add_step, add_variant, default_spec, get_pipeline,
-                   list_pipelines, remove_step, save_spec, set_param, set_source)
+                   list_pipelines, remove_step, save_spec, set_param, set_params, set_source)
 from .stage import Cancelled, Param, Stage, StageContext, stage
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "RunCancelled", "RunEvent", "RunObserver", "RunReport", "STAGE_PATHS_KEY", "Stage", "StageContext",
     "StageFailed", "Step", "StepOutcome", "StepStatus", "UnknownPipeline", "UnknownStage", "add_step",
     "add_variant", "default_spec", "get_pipeline", "lineage", "list_pipelines", "list_runs", "pipeline_status",
-    "reap_interrupted", "registry_for", "remove_step", "run_pipeline", "save_spec", "set_param", "set_source",
+    "reap_interrupted", "registry_for", "remove_step", "run_pipeline", "save_spec", "set_param", "set_params", "set_source",
     "stage", "step_status",
 ]

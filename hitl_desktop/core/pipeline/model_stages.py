@@ -268,7 +268,7 @@ def _stratified_holdout(codes: np.ndarray, n_classes: int, fraction: float, seed
         k = int(round(len(idx) * fraction))
         k = min(k, len(idx) - 2)
         if k > 0:
-            hold[np.sort(rng.permutation(idx)[:k])] = True
+            hold[rng.permutation(idx)[:k]] = True
     return hold
 
 
@@ -570,7 +570,7 @@ class Train(Stage):
         f = inputs["features"]
         train = ~np.asarray(f.get("holdout", np.zeros(len(f["y"]), dtype=bool)))
         y = f["y"][train]
-        if not len(y) or not (y[1:] != y[0]).any():
+        if not len(y) or (y[0] == y[-1] and not (y[1:] != y[0]).any()):  # ends differ: two classes, no scan
             raise StageFailed("training needs at least two classes in the target; the training rows have one")
         try:
             make_estimator(f["schema"], params)

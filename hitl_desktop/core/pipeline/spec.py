@@ -259,18 +259,31 @@ def parse_value(text: str) -> Any:
 
 def set_param(project: Project, pipeline: str | None, step: str, param: str, value: Any, user: str,
               registry: Registry) -> PipelineSpec:
-    name = get_pipeline(project, pipeline).name
+    return set_params(project, pipeline, [(step, param, value)], user, registry)
 
-    def edit(spec: PipelineSpec) -> None:
+
+def set_params(project: Project, pipeline: str | None, changes: list[tuple[str, str, Any]], user: str,
+               registry: Registry) -> PipelineSpec:
+    """Set several (step, parameter, value) at once: one transaction, one audit entry per parameter."""
+    spec = copy.deepcopy(get_pipeline(project, pipeline))
+    name = spec.name
+    for step, param, value in changes:
         s = spec.step(step)
         st = registry.get(s.stage)
         if param not in st.params:
             known = ", ".join(sorted(st.params)) or "none"
             raise ParamError(f"step '{step}' (stage {st.name}) has no parameter '{param}' (known: {known})")
         s.params[param] = st.params[param].validate(step, param, value)
-
-    return _update(project, name, user, "pipeline.set_param", {"step": step, "param": param, "value": value},
-                   registry, edit)
+    resolve(spec, registry)  # refuse anything that would not run
+    now = utc_now()
+    with project.write() as conn:
+        conn.execute(db.pipelines.update().where(db.pipelines.c.name == name).values(
+            spec_json=canonical_json(spec.to_json()), updated_at=now))
+        for step, param, value in changes:
+            audit.append(conn, user, "pipeline.set_param", f"pipeline:{name}",
+                         {"step": step, "param": param, "value": value, "spec": spec.to_json()}, ts=now)
+    spec.updated_at = now
+    return spec
 
 
 def add_variant(project: Project, new: str, base: str | None, user: str, registry: Registry,
