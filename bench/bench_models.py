@@ -8,8 +8,8 @@ Run: python bench/bench_models.py [--rows 250000] [--model logreg,hgb] [--rounds
    (`make_estimator` with the registered model's parameters) and the very training rows featurize produced, with
    the same BLAS/OpenMP thread cap hitl's fit had (`fit_threads`: one thread for a short logistic regression, which
    `hitl train` fits in its own process; the libraries' default, all cores, for the others, fitted in the worker
-   process). hitl and the bare fit alternate over --rounds rounds; the best of each side is compared (and the
-   medians printed), so both get the same tries and the same warm memory. Two scenarios (see `measure`): the
+   process). hitl and the bare fit alternate over --rounds rounds (the bare fit twice per round, the better
+   counted); the best of each side is compared (and the medians printed), so both get the same warm memory. Two scenarios (see `measure`): the
    project kept open as in the window (the held-out seed changes before each round so that every training step is
    redone; one uncounted round first), and a freshly opened copy of the project per round. Before measuring, both
    of hitl's fit paths are warmed with a 300-row fit (worker started, first-use code paths run).
@@ -78,6 +78,8 @@ def hitl_round(pc: Project, kind: str) -> tuple[float, tuple, Any]:
     t0 = time.perf_counter()
     res = M.train(pc, "alice", "label", kind, {"max_iter": 300})
     t_train_all = time.perf_counter() - t0
+    assert not res.reused and all(s.outcome == "computed" for s in res.run.steps
+                                  if s.step in ("featurize", "train", "evaluate")), "nothing may come from the cache"
     steps = {s.step: s.seconds for s in res.run.steps}
     # everything `hitl train` does except evaluation: scope and approval checks, planning, featurize, the fit,
     # cache writes, model file, lineage and registration
@@ -90,10 +92,13 @@ def bare_round(pc: Project, res: Any) -> tuple[float, int | None, int]:
     X, y = f["X"][~f["holdout"]], f["y"][~f["holdout"]]
     params = res.model.params
     threads = fit_threads(f["schema"], params, len(y))  # the cap hitl's fit had: same for the bare fit
-    with thread_limits(threads):
-        t0 = time.perf_counter()
-        make_estimator(f["schema"], params).fit(X, y)
-        return time.perf_counter() - t0, threads, len(y)
+    best = float("inf")
+    for _ in range(2):  # two tries per round, the better counted: a conservative baseline
+        with thread_limits(threads):
+            t0 = time.perf_counter()
+            make_estimator(f["schema"], params).fit(X, y)
+            best = min(best, time.perf_counter() - t0)
+    return best, threads, len(y)
 
 
 def measure(tmp: Path, kind: str, scenario: str, rounds: int) -> None:

@@ -707,6 +707,34 @@ def test_result_stored_in_background_is_registered_in_step_order_and_kept_on_can
     assert outcomes(again) == {"slow": "reused", "big": "reused"}
 
 
+def test_result_stored_in_background_begins_when_the_next_step_hands_over_its_unit(proj, monkeypatch):
+    import threading
+
+    writing = threading.Event()
+    real = ResultStore.write
+
+    def write(self, key, kind, outputs):
+        if "m" in outputs:
+            writing.set()
+        return real(self, key, kind, outputs)
+
+    monkeypatch.setattr(ResultStore, "write", write)
+
+    def unit():
+        return writing.wait(10)  # the store runs while the unit does
+
+    @stage("fitter", inputs=("m",), outputs={"n": "metrics"})
+    def fitter(ctx, inputs, params):
+        set_up = writing.is_set()  # the Python set-up before the unit does not share the GIL with the store
+        return {"n": {"before": set_up, "during": ctx.call_in_thread(unit)}}
+
+    reg = _background_pipeline(proj, fitter)
+    rep = run_pipeline(proj, "bg", user="ann", registry=reg, keep_outputs=True)
+    assert rep.status == "done"
+    assert rep.outputs[rep.step("fitter").key]["n"] == {"before": False, "during": True}
+    assert ResultStore(proj.path).check(*_path_sha(proj, rep.step("big").key)) is None
+
+
 def test_result_stored_in_background_that_cannot_be_written_fails_its_step_and_registers_nothing_after(
         proj, monkeypatch):
     @stage("after", inputs=("m",), outputs={"n": "metrics"})

@@ -600,6 +600,7 @@ class _Run:
         if p is None:
             return
         t_w = time.perf_counter()
+        p.begin()
         p.task.join()
         waited = time.perf_counter() - t_w
         self.timer.add("write", p.write_seconds)
@@ -630,6 +631,8 @@ class _Run:
 
     def _run_per_batch(self, sp: StepPlan) -> None:
         t0 = time.perf_counter()
+        if self._pending is not None:  # its units run through joblib, not a StageContext: store alongside them
+            self._pending.begin()
         for note in sp.notes:
             self.emit("notice", sp.name, sp.stage.name, message=note)
         todo = list(sp.missing_units)
@@ -818,6 +821,8 @@ class _Run:
         except CorruptResult as exc:
             self._fail(sp, f"step '{sp.name}': an input changed on disk during the run ({exc}); run again", t0, [])
         ctx = StageContext(sp.name, progress, self.cancel.event)
+        if self._pending is not None:  # the step before's result is stored while this step's unit runs
+            ctx.unit_started = self._pending.begin
         t_c = time.perf_counter()
         try:
             out = sp.stage.run(ctx, inputs, dict(sp.params))
@@ -838,7 +843,7 @@ class _Run:
         kind = result_kind(dict(sp.stage.outputs))
         self._settle()  # the step before is registered before this one
         if getattr(sp.stage, "store_in_background", False) and not getattr(sp.stage, "stores_flags", False):
-            self._pending = _PendingStore.start(self.store, sp, kind, out, t0, compute)
+            self._pending = _PendingStore(self.store, sp, kind, out, t0, compute)
             self.memo[sp.key] = out
             progress(1.0, "done")
             self.emit("stage_finished", sp.name, sp.stage.name, key=sp.key, seconds=time.perf_counter() - t0,
@@ -872,35 +877,38 @@ class _StepError(Exception):
 
 
 class _PendingStore:
-    """A whole step's result being serialised, hashed, written and made durable in a thread while the run goes on
-    (`Stage.store_in_background`: a large result, e.g. featurize's matrix, stored while the fit runs). The run
-    registers it in `_settle`, before the next step's result, on every path (done, failed, cancelled)."""
+    """A whole step's result being serialised, hashed, written and made durable on a helper thread while the run
+    goes on (`Stage.store_in_background`: a large result, e.g. featurize's matrix, stored while the fit runs). The
+    store begins when the next step hands over its long unit (`StageContext.unit_started`), so that it overlaps the
+    unit and not the Python set-up before it, or at the latest in `_settle`. The run registers it in `_settle`,
+    before the next step's result, on every path (done, failed, cancelled)."""
 
-    def __init__(self, sp: StepPlan, kind: str, t0: float, compute: float) -> None:
-        self.sp, self.kind, self.t0, self.compute = sp, kind, t0, compute
+    def __init__(self, store: ResultStore, sp: StepPlan, kind: str, out: dict[str, Any], t0: float,
+                 compute: float) -> None:
+        self.store, self.sp, self.kind, self.t0, self.compute = store, sp, kind, t0, compute
+        self._out: dict[str, Any] | None = out
         self.info: dict[str, Any] = {}
         self.error: BaseException | None = None
         self.write_seconds = 0.0
-        self.seconds = 0.0
-        self.task: threads.Task
+        self.seconds = time.perf_counter() - t0
+        self.task: threads.Task | None = None
 
-    @classmethod
-    def start(cls, store: ResultStore, sp: StepPlan, kind: str, out: dict[str, Any], t0: float,
-              compute: float) -> "_PendingStore":
-        p = cls(sp, kind, t0, compute)
+    def begin(self) -> None:
+        """Start storing (once; called from the run's thread)."""
+        if self.task is not None:
+            return
+        out, self._out = self._out, None
 
         def work() -> None:
             t = time.perf_counter()
             try:
-                p.info = store.write(sp.key, kind, out)
-                store.make_durable([p.info["path"]])
+                self.info = self.store.write(self.sp.key, self.kind, out)
+                self.store.make_durable([self.info["path"]])
             except BaseException as exc:  # reported by _settle in the run's thread
-                p.error = exc
-            p.write_seconds = time.perf_counter() - t
+                self.error = exc
+            self.write_seconds = time.perf_counter() - t
 
-        p.seconds = time.perf_counter() - t0
-        p.task = threads.start(work, name=f"hitl-store-{sp.name}")
-        return p
+        self.task = threads.start(work, name=f"hitl-store-{self.sp.name}")
 
 
 def sp_kind(sp: StepPlan) -> str:

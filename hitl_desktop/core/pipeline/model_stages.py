@@ -268,7 +268,7 @@ def _stratified_holdout(codes: np.ndarray, n_classes: int, fraction: float, seed
         k = int(round(len(idx) * fraction))
         k = min(k, len(idx) - 2)
         if k > 0:
-            hold[rng.permutation(idx)[:k]] = True
+            hold[idx[rng.choice(len(idx), size=k, replace=False)]] = True
     return hold
 
 

@@ -185,9 +185,12 @@ def _kill_executor() -> None:
 
 
 def call_in_process(fn: Callable[..., Any], args: Iterable[Any], kwargs: dict[str, Any],
-                    cancel: threading.Event, poll: float = 0.05) -> Any:
-    """fn(*args, **kwargs) in a worker process; on cancel the worker is killed and Cancelled raised."""
+                    cancel: threading.Event, poll: float = 0.05, started: Callable[[], None] | None = None) -> Any:
+    """fn(*args, **kwargs) in a worker process; on cancel the worker is killed and Cancelled raised. `started` is
+    called once the call has been handed over."""
     if os.environ.get("HITL_PIPELINE_INPROCESS"):  # debugging aid: run in this process
+        if started is not None:
+            started()
         return fn(*args, **kwargs)
     if cancel.is_set():
         raise Cancelled()
@@ -196,6 +199,8 @@ def call_in_process(fn: Callable[..., Any], args: Iterable[Any], kwargs: dict[st
     except Exception:
         _kill_executor()  # a broken executor (worker died): start a fresh one once
         fut = _executor().submit(fn, *args, **kwargs)
+    if started is not None:
+        started()
     while True:
         try:
             return fut.result(timeout=poll)
@@ -207,7 +212,7 @@ def call_in_process(fn: Callable[..., Any], args: Iterable[Any], kwargs: dict[st
 
 
 def call_in_thread(fn: Callable[..., Any], args: Iterable[Any], kwargs: dict[str, Any],
-                   cancel: threading.Event, poll: float = 0.05) -> Any:
+                   cancel: threading.Event, poll: float = 0.05, started: Callable[[], None] | None = None) -> Any:
     """fn(*args, **kwargs) in a thread of this process: for a short unit, whose data is then not copied to a
     worker. A cancel returns at once (Cancelled); a thread cannot be killed, so the abandoned call runs to its end in
     the background and its result is dropped. Use `call_in_process` for anything that may run long."""
@@ -216,6 +221,8 @@ def call_in_thread(fn: Callable[..., Any], args: Iterable[Any], kwargs: dict[str
     from .. import threads
 
     task = threads.start(fn, *args, name="hitl-unit", lane="unit", **kwargs)
+    if started is not None:
+        started()
     while not task.join(poll):
         if cancel.is_set():
             raise Cancelled()

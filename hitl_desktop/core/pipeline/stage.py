@@ -114,6 +114,14 @@ class StageContext:
         self._cancel = cancel_event or threading.Event()
         #: one-line notes a (whole-data) stage leaves for the run record, e.g. why a check was skipped
         self.notes: list[str] = []
+        #: called once when the stage hands its long unit over (`call_in_process` / `call_in_thread`): the engine
+        #: then starts storing the step before's result, so that work overlaps the unit rather than its set-up
+        self.unit_started: Callable[[], None] | None = None
+
+    def _started(self) -> None:
+        cb, self.unit_started = self.unit_started, None
+        if cb is not None:
+            cb()
 
     def note(self, message: str) -> None:
         """Record a one-line note: shown by `hitl run`, kept in the run's detail (`hitl runs --json`)."""
@@ -137,7 +145,7 @@ class StageContext:
         """
         from .parallel import call_in_process
 
-        return call_in_process(fn, args, kwargs, self._cancel)
+        return call_in_process(fn, args, kwargs, self._cancel, started=self._started)
 
     def call_in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run `fn(*args)` in a thread of this process and wait: no copy of the data to a worker, for a unit known
@@ -145,7 +153,7 @@ class StageContext:
         (threads cannot be killed) and its result is dropped."""
         from .parallel import call_in_thread
 
-        return call_in_thread(fn, args, kwargs, self._cancel)
+        return call_in_thread(fn, args, kwargs, self._cancel, started=self._started)
 
 
 class Stage:
