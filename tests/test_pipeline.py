@@ -174,6 +174,32 @@ def test_reimport_with_new_options_marks_downstream_stale_with_reason(proj, tmp_
     assert rep.status == "done" and rep.step("validate").units_computed == 4
 
 
+def test_open_tables_never_serve_an_old_mapping_of_a_rewritten_cache_file(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from hitl_desktop.core.pipeline.cache import OpenTables
+
+    store = ResultStore(tmp_path, tables=OpenTables())
+    df = pd.DataFrame({"v": np.arange(100_000, dtype="float64")})
+    info = store.write("k" * 64, "table", {"t": df})
+    first = store.load("k", info["path"], info["sha256"], "table", arrow=True)["t"]
+    assert store.load("k", info["path"], info["sha256"], "table", arrow=True)["t"] is first  # mapped once
+    path = store.path(info["path"])
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:  # the mapped file damaged in place...
+        fh.seek(size // 3)
+        fh.write(b"\xab" * (size // 3))
+    with pytest.raises(Exception):
+        store.load("k", info["path"], info["sha256"], "table")
+    again = store.write("k" * 64, "table", {"t": df})  # ...and recomputed: same path, same sha256, a new file
+    assert (again["path"], again["sha256"]) == (info["path"], info["sha256"])
+    out = store.load("k", info["path"], info["sha256"], "table")["t"]
+    assert out["v"].equals(df["v"])
+    store.forget(info["path"])
+    assert len(store.tables) == 0
+
+
 def test_corrupted_and_deleted_cache_files_are_recomputed(proj):
     rep = run_pipeline(proj, user="ann")
     with proj.read() as conn:

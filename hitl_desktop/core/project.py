@@ -73,6 +73,7 @@ class Project:
         self._readers: dict[str, pa.ipc.RecordBatchFileReader] = {}
         self._readers_lock = threading.Lock()
         self._meta_cache: dict[str, str] = {}
+        self._open_tables: Any = None
 
     # --- opening ---------------------------------------------------------------------------------------------
 
@@ -195,7 +196,21 @@ class Project:
     def close(self) -> None:
         with self._readers_lock:
             self._readers.clear()
+        if self._open_tables is not None:
+            self._open_tables.clear()
         self.engine.dispose()
+
+    @property
+    def open_tables(self) -> Any:
+        """Cache files' memory-mapped tables, kept between pipeline runs while the project is open
+        (`pipeline.cache.OpenTables`)."""
+        if self._open_tables is None:
+            from .pipeline.cache import OpenTables
+
+            with self._readers_lock:
+                if self._open_tables is None:
+                    self._open_tables = OpenTables()
+        return self._open_tables
 
     def __enter__(self) -> "Project":
         return self

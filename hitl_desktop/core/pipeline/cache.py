@@ -139,12 +139,53 @@ def read_result(root: str | Path, rel: str, kind: str, arrow: bool = False) -> A
     return joblib.load(path, mmap_mode="r")
 
 
+class OpenTables:
+    """Memory-mapped tables of cache files kept open between runs of one open project: a step that reads the
+    cleaned batches again (featurize on each training) maps and parses each file once. A table is found by (path,
+    sha256, the file's stat signature when mapped: size, times, inode), and only for a file that has just passed
+    `ResultStore.check`: a file rewritten in place or replaced by a recomputed copy is mapped afresh, never read
+    through an old mapping. A file the store forgets (swept) is dropped."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        from collections import OrderedDict
+
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._tables: OrderedDict[tuple[str, str, tuple[int, ...]], pa.Table] = OrderedDict()
+
+    def get(self, rel: str, sha: str, sig: tuple[int, ...]) -> pa.Table | None:
+        with self._lock:
+            t = self._tables.get((rel, sha, sig))
+            if t is not None:
+                self._tables.move_to_end((rel, sha, sig))
+            return t
+
+    def put(self, rel: str, sha: str, sig: tuple[int, ...], table: pa.Table) -> None:
+        with self._lock:
+            self._tables[(rel, sha, sig)] = table
+            while len(self._tables) > self._limit:
+                self._tables.popitem(last=False)
+
+    def drop(self, rel: str) -> None:
+        with self._lock:
+            for k in [k for k in self._tables if k[0] == rel]:
+                del self._tables[k]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tables.clear()
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+
 class ResultStore:
     """Per-project access to cache files, with sha256 verification and the stat cache of verified files."""
 
-    def __init__(self, project_path: Path, writable: bool = True) -> None:
+    def __init__(self, project_path: Path, writable: bool = True, tables: OpenTables | None = None) -> None:
         self.root = Path(project_path) / CACHE_DIR
         self.writable = writable
+        self.tables = tables
         self._lock = threading.Lock()
         self._stat: dict[str, list] = {}
         self._dirty = False
@@ -186,6 +227,16 @@ class ResultStore:
         bad = self.check(rel, sha)
         if bad:
             raise CorruptResult(key, f"result {key[:12]}: {bad}; run again to recompute it")
+        if kind == "table" and self.tables is not None:
+            with self._lock:
+                sig = tuple(self._stat.get(rel, [])[:4])  # what `check` just vouched for
+            table = self.tables.get(rel, sha, sig)
+            if table is None:
+                self.tables.drop(rel)  # an older mapping of this path (a rewritten or recomputed file)
+                table = next(iter(read_result(self.root, rel, kind, arrow=True).values()))
+                self.tables.put(rel, sha, sig, table)
+            name = (table.schema.metadata or {}).get(b"hitl.output", b"table").decode()
+            return {name: table if arrow else table.to_pandas()}
         return read_result(self.root, rel, kind, arrow)
 
     def write(self, key: str, kind: str, outputs: dict[str, Any]) -> dict[str, Any]:
@@ -214,6 +265,8 @@ class ResultStore:
             fsync_dir(d)
 
     def forget(self, rel: str) -> None:
+        if self.tables is not None:
+            self.tables.drop(rel)
         with self._lock:
             if self._stat.pop(rel, None) is not None:
                 self._dirty = True
@@ -248,8 +301,8 @@ class ResultStore:
             if d.is_dir() and len(d.name) == 2:
                 for f in d.iterdir():
                     if f"{d.name}/{f.name}" not in registered:
+                        self.forget(f"{d.name}/{f.name}")  # first: no mapping of ours keeps it (Windows)
                         removed += _unlink(f)
-                        self.forget(f"{d.name}/{f.name}")
         return removed
 
 

@@ -447,7 +447,7 @@ class _Run:
         self.emit_fn = make_emitter(observer)
         self.cancel = cancel
         self.cfg = cfg
-        self.store = ResultStore(project.path, writable=True)
+        self.store = ResultStore(project.path, writable=True, tables=project.open_tables)
         self.timer = _Timer()
         self.memo: dict[str, dict[str, Any]] = {}
         self.outcomes: list[StepOutcome] = []
