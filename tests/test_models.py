@@ -108,6 +108,7 @@ def test_train_registers_version_with_metrics_lineage_and_cache_reuse(proj):
     approve_batches(proj)
     res = train(proj)
     m = res.model
+    assert m == M.get_model(proj, m.id)  # what training returns is what the registry reads back
     assert (m.id, m.version, m.status, m.trained_by, m.estimator) == (1, 1, "trained", "alice", "logreg")
     ho = m.metrics["holdout"]
     assert ho["rows"] == m.lineage["rows"]["holdout"] > 0
@@ -135,8 +136,10 @@ def test_train_registers_version_with_metrics_lineage_and_cache_reuse(proj):
     # a parameter change is a new version, compared with the previous one
     v2 = train(proj, model="forest", params={"n_estimators": 20}).model
     assert (v2.version, v2.estimator) == (2, "forest") and v2.params["hyper"] == {"n_estimators": 20}
+    assert v2 == M.get_model(proj, v2.id)
     comp = v2.metrics["compared_with"]
-    assert comp["version"] == 1 and "holdout.accuracy" in comp["deltas"]
+    assert comp["version"] == 1 and comp["label"] == "default:v1" and comp["model"] == 1
+    assert "holdout.accuracy" in comp["deltas"]
     d = comp["deltas"]["holdout.accuracy"]
     assert d["delta"] == pytest.approx(d["now"] - d["previous"])
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, select
 
 from . import audit, db, identity
 from .errors import HitlError, NotFound, PermissionRefused, TransitionRefused
@@ -345,13 +345,16 @@ def _write_durable(path: Path, data: bytes) -> None:
     fsync_dir(str(path.parent))
 
 
-def _compare(now: dict[str, Any], prev: ModelInfo | None) -> dict[str, Any] | None:
+def _compare(now: dict[str, Any], prev: Any) -> dict[str, Any] | None:
+    """Headline metrics against the previous version (a `models` row, or None)."""
     if prev is None:
         return None
-    out: dict[str, Any] = {"model": prev.id, "version": prev.version, "label": prev.label, "deltas": {}}
+    before = json.loads(prev.metrics_json or "{}")
+    out: dict[str, Any] = {"model": prev.id, "version": prev.version, "label": f"{prev.pipeline}:v{prev.version}",
+                           "deltas": {}}
     for part in ("holdout", "cv"):
         a = now.get(part) or {}
-        b = prev.metrics.get(part) or {}
+        b = before.get(part) or {}
         for k in HEADLINE:
             x = a.get(k)
             y = b.get(k)
@@ -417,16 +420,17 @@ def _register(project: Project, user: str, name: str, spec: Any, report: Any, st
     lineage_json = canonical_json(lineage)
     with project.write() as conn:
         M = db.models.c
-        version = (conn.execute(select(func.max(M.version)).where(M.pipeline == name)).scalar() or 0) + 1
-        prev_row = conn.execute(select(db.models).where(M.pipeline == name).order_by(M.version.desc())).first()
-        prev = _info(conn, prev_row) if prev_row is not None else None
+        prev = conn.execute(select(M.id, M.pipeline, M.version, M.metrics_json).where(M.pipeline == name)
+                            .order_by(M.version.desc()).limit(1)).first()
+        version = (prev.version if prev is not None else 0) + 1
         metrics["compared_with"] = _compare(metrics, prev)
         metrics_json = canonical_json(metrics)
+        params_json = canonical_json(tp)
         rel = f"{MODELS_DIR}/{name}-v{version}-{sha[:12]}.joblib"
         _write_durable(project.path / rel, data)
         mid = conn.execute(db.models.insert().values(
             pipeline=name, version=version, result_key=keys[steps["train"]], target=features["target"],
-            estimator=tp.get("model", "logreg"), params_json=canonical_json(tp), metrics_json=metrics_json,
+            estimator=tp.get("model", "logreg"), params_json=params_json, metrics_json=metrics_json,
             lineage_json=lineage_json, model_file=rel, model_sha256=sha, trained_by=user, trained_at=trained_at,
             status="trained")).inserted_primary_key[0]
         audit.append(conn, user, "model.train", f"model:{mid}", {
@@ -434,7 +438,10 @@ def _register(project: Project, user: str, name: str, spec: Any, report: Any, st
             "lineage_sha256": sha256_text(lineage_json), "metrics_sha256": sha256_text(metrics_json),
             "trained_at": trained_at, "run": report.run_id, "batches": len(lineage["batches"]),
             "rows": lineage["rows"]["used"]}, ts=trained_at)
-        return _info(conn, conn.execute(select(db.models).where(M.id == mid)).first())
+        # as `_info` reads it back (JSON-typed), without reading it back
+        return ModelInfo(mid, name, version, keys[steps["train"]], features["target"], tp.get("model", "logreg"),
+                         json.loads(params_json), json.loads(metrics_json), json.loads(lineage_json), rel, sha,
+                         user, trained_at, "trained", [])
 
 
 def _approvals(conn: Any, batch_ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -220,8 +220,15 @@ def call_in_thread(fn: Callable[..., Any], args: Iterable[Any], kwargs: dict[str
         raise Cancelled()
     from .. import threads
 
-    task = threads.start(fn, *args, name="hitl-unit", lane="unit", **kwargs)
+    running = threading.Event()
+
+    def unit() -> Any:
+        running.set()
+        return fn(*args, **kwargs)
+
+    task = threads.start(unit, name="hitl-unit", lane="unit")
     if started is not None:
+        running.wait(1.0)  # the unit is under way before anything `started` begins competes for the interpreter
         started()
     while not task.join(poll):
         if cancel.is_set():
