@@ -87,3 +87,45 @@ def test_map_ordered_raises_the_first_error_once_every_thread_stopped():
     with pytest.raises(ValueError, match="bad 1"):
         threads.map_ordered(f, range(40), 3)
     assert active == []  # nothing still running when the error reached the caller
+
+
+def test_gc_paused_nests_and_restores_the_collector_as_it_was():
+    import gc
+
+    from hitl_desktop.core.util import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        with gc_paused():
+            raise ValueError("boom")
+    assert gc.isenabled()  # on again after an error too
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a collector someone else turned off stays off
+    finally:
+        gc.enable()
+
+
+def test_flags_are_immutable_named_records():
+    from hitl_desktop.core.checks import Flag
+    from hitl_desktop.core.checks.cells import make_flags
+
+    import numpy as np
+
+    flags = make_flags(np.array([3, 7]), "x", "missing", "low", 1.0, "missing value")
+    assert flags == [Flag(3, "x", "missing", "low", 1.0, "missing value"),
+                     Flag(7, "x", "missing", "low", 1.0, "missing value", None)]
+    f = flags[0]
+    assert (f.row, f.column, f.weight) == (3, "x", 1)
+    assert f.to_dict() == {"row": 3, "column": "x", "kind": "missing", "severity": "low", "score": 1.0,
+                           "message": "missing value", "suggestion": None}
+    with pytest.raises(AttributeError):
+        f.row = 4

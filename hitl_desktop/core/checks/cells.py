@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ..util import gc_paused
 from .parse import MISSING_TOKENS, Parsed, as_str, fmt_number
 from .profile import SENTINELS, nearest_category
 from .types import NUMERIC_TYPES, Flag
@@ -30,7 +31,8 @@ def make_flags(
           else np.clip(np.asarray(score, dtype=float), 0.0, 1.0).round(4).tolist())
     msg = [message] * n if isinstance(message, str) else list(message)
     sug = [suggestion] * n if suggestion is None or isinstance(suggestion, str) else list(suggestion)
-    return [Flag(r, column, kind, s, c, m, g) for r, s, c, m, g in zip(rl, sev, sc, msg, sug)]
+    with gc_paused():
+        return list(map(Flag._make, zip(rl, [column] * n, [kind] * n, sev, sc, msg, sug)))
 
 
 def check_column(

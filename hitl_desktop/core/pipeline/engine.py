@@ -24,7 +24,7 @@ from ..batches import _apply_overrides, _to_pandas  # the loaders' own conversio
 from ..errors import HitlError, NotFound
 from ..project import Project, _pid_alive
 from ..sources import SourceInfo, get_source
-from ..util import canonical_json, os_user, sha256_text, utc_now
+from ..util import canonical_json, gc_paused, os_user, sha256_text, utc_now
 from . import parallel
 from .builtin import FLAG_COLUMNS
 from .cache import ResultStore, read_result, result_kind, write_result
@@ -941,8 +941,9 @@ def _store_whole_flags(conn, flags: pd.DataFrame, batch_ids: list[int], run_id: 
     """Flags of a whole-data stage (a table with `batch_id` + FLAG_COLUMNS) for every selected batch."""
     by: dict[int, list[tuple]] = {int(b): [] for b in batch_ids}
     if len(flags):
-        for bid, *rest in flags[["batch_id"] + FLAG_COLUMNS].itertuples(index=False, name=None):
-            by.setdefault(int(bid), []).append(tuple(rest))
+        with gc_paused():
+            for bid, *rest in flags[["batch_id"] + FLAG_COLUMNS].itertuples(index=False, name=None):
+                by.setdefault(int(bid), []).append(tuple(rest))
     _store_flags(conn, by, run_id, only, exclude, keep_same=True)
 
 
@@ -981,13 +982,14 @@ def _store_flags(conn, flags_by_batch: dict[int, list[tuple] | None], run_id: in
                                               *scope)))
     rows = []
     skip = kept or same
-    for bid in bids:
-        bid = int(bid)
-        for row_id, column, kind, severity, score, message, suggestion, vkey in flags_by_batch[bid]:
-            row_id = int(row_id)
-            if skip and ((bid, row_id, column, kind, vkey) in kept or (bid, row_id, column, kind, vkey) in same):
-                continue
-            rows.append((bid, row_id, column, kind, severity, float(score), message, suggestion, vkey, run_id))
+    with gc_paused():  # one tuple per flag: tens of thousands at once
+        for bid in bids:
+            bid = int(bid)
+            for row_id, column, kind, severity, score, message, suggestion, vkey in flags_by_batch[bid]:
+                row_id = int(row_id)
+                if skip and ((bid, row_id, column, kind, vkey) in kept or (bid, row_id, column, kind, vkey) in same):
+                    continue
+                rows.append((bid, row_id, column, kind, severity, float(score), message, suggestion, vkey, run_id))
     if rows:  # one prepared statement, many rows, through the DB-API (no per-row SQLAlchemy parameter building)
         conn.exec_driver_sql(
             'INSERT INTO flags (batch_id, row_id, "column", kind, severity, score, message, suggestion, status, '
