@@ -39,13 +39,15 @@ def test_an_abandoned_task_does_not_hold_up_new_work():
     assert stuck.result() is True
 
 
-def test_idle_helpers_are_bounded():
+def test_idle_helpers_are_bounded_per_lane_and_a_burst_does_not_retire_another_lanes_helper():
+    unit = threads.start(threading.get_ident, lane="test-unit").result()
     gate = threading.Event()
-    tasks = [threads.start(gate.wait, 30, lane=f"bound-{i}") for i in range(threads.MAX_IDLE + 4)]
+    tasks = [threads.start(gate.wait, 30, lane="test-burst") for _ in range(threads.MAX_IDLE + 4)]
     gate.set()
     for t in tasks:
         t.result()
-    assert threads.idle_helpers() <= threads.MAX_IDLE
+    assert threads.idle_helpers("test-burst") <= threads.MAX_IDLE
+    assert threads.start(threading.get_ident, lane="test-unit").result() == unit
 
 
 def test_map_ordered_keeps_the_order_and_uses_several_threads():

@@ -7,9 +7,9 @@ new thread starts on a fresh malloc arena whose pages the kernel must hand out a
 thread took 9,000-12,000 page faults where the same fit in a thread that had run one before took ~6,000).
 
 `start(fn, *args)` runs `fn` on an idle helper thread, or on a new one when none is idle, and returns a `Task` to
-wait on. Helpers are daemon threads; up to `MAX_IDLE` wait for work between operations. A task that is abandoned
-(the caller was cancelled; a thread cannot be stopped) keeps its helper until it ends, and other work meanwhile
-gets another helper, so nothing ever queues behind it.
+wait on. Helpers are daemon threads; up to `MAX_IDLE` per lane wait for work between operations. A task that is
+abandoned (the caller was cancelled; a thread cannot be stopped) keeps its helper until it ends, and other work
+meanwhile gets another helper, so nothing ever queues behind it.
 
 Tasks must leave no thread-local state behind (thread-local settings are entered and left inside the task, as
 `threadpoolctl` limits are).
@@ -79,7 +79,7 @@ class _Helper:
             # idle again before the caller hears the task ended: work it starts next can reuse this helper
             with _lock:
                 idle = _idle.setdefault(self._lane, [])
-                keep = sum(map(len, _idle.values())) < MAX_IDLE
+                keep = len(idle) < MAX_IDLE  # per lane: a burst of small tasks never retires the fit's helper
                 if keep:
                     idle.append(self)
             task._done.set()
@@ -139,7 +139,7 @@ def map_ordered(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, na
     return out
 
 
-def idle_helpers() -> int:
-    """How many helpers wait for work (tests)."""
+def idle_helpers(lane: str | None = None) -> int:
+    """How many helpers wait for work, in `lane` or in all lanes (tests)."""
     with _lock:
-        return sum(map(len, _idle.values()))
+        return sum(len(v) for k, v in _idle.items() if lane is None or k == lane)
