@@ -23,7 +23,6 @@ import json
 import os
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from . import threads
 from .errors import ImportRefused
 
 FORMATS = {
@@ -382,8 +382,7 @@ def infer_types(table: pa.Table) -> tuple[list[ColumnInfo], pa.Table]:
     names = table.column_names
     if table.num_rows * len(names) > 200_000:
         # Arrow's kernels release the GIL: type the columns in parallel.
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            done = list(pool.map(one, names))
+        done = threads.map_ordered(one, names, min(4, os.cpu_count() or 1), name="hitl-type")
     else:
         done = [one(n) for n in names]
     return [d[0] for d in done], pa.table([d[1] for d in done], names=names)

@@ -20,7 +20,6 @@ project, or a CSV a user hands to `hitl predict`) into exactly the frame the mod
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -653,11 +652,9 @@ def _cross_validate(model: Any, X: pd.DataFrame, y: np.ndarray, folds: int, seed
             full[:, classes.index(c)] = proba[:, j]
         return te, pred, full
 
-    if workers > 1 and len(splits) > 1:
-        with ThreadPoolExecutor(max_workers=min(workers, len(splits))) as pool:
-            fitted = list(pool.map(fit_predict, splits))
-    else:
-        fitted = [fit_predict(sp) for sp in splits]
+    from .. import threads
+
+    fitted = threads.map_ordered(fit_predict, splits, workers, name="hitl-cv")
     return [classification_metrics(y[te], pred, full, classes) for te, pred, full in fitted]
 
 
