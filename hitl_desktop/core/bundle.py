@@ -41,7 +41,8 @@ from .batches import batch_content_hash
 from .errors import HitlError, NotFound, PermissionRefused
 from .project import SCHEMA_HEAD, Project, _run_migrations
 from .sources import get_source
-from .util import canonical_json, fsync_dir, os_user, utc_now
+from .filewrite import fsync_dir
+from .util import canonical_json, os_user, utc_now
 
 SUFFIX = ".hitlreview"
 FORMAT = "hitlreview"

@@ -1,4 +1,10 @@
-"""Writing a large file once, durably, while hashing it: the import's Arrow file of originals.
+"""Durable file writing, the one mechanism: `atomic_file`/`write_durably` for any file the project relies on,
+`publish_dir` for a folder that appears whole or not at all, `HashedFile` for the import's large Arrow file.
+
+Every writer puts its bytes in a temporary name beside the target, fsyncs the file, renames it into place and
+fsyncs the folder; on any failure the temporary file is removed and the target is untouched.
+
+`HashedFile`: writing a large file once, durably, while hashing it (the import's Arrow file of originals).
 
 `HashedFile` gives Arrow a native buffered file stream (`stream`): Arrow's C++ writer copies the serialised bytes
 into its buffer and writes them to the file itself, without the GIL and without passing through Python objects.
@@ -29,12 +35,97 @@ import os
 import shutil
 import sys
 import threading
-from typing import Callable
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 BUFFER_SIZE = 4 << 20  # Arrow's write buffer: at most this much is held back from the file at any time
 _READ = 8 << 20  # the follower's read size
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename in `path` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, *, sync: bool = True) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes `path` when the block ends without error (temp, fsync, rename, fsync dir).
+
+    On an exception the temporary file is removed and `path` is left as it was. `sync=False` skips the fsyncs (for
+    files that can be recomputed, e.g. a cache's stat index), never the rename.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(final)
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    if sync:
+        fsync_dir(final.parent)
+
+
+def write_durably(path: str | os.PathLike, data: bytes, *, sync: bool = True) -> None:
+    """Write `data` to `path` atomically and durably (see `atomic_file`)."""
+    with atomic_file(path, sync=sync) as fh:
+        fh.write(data)
+
+
+@contextmanager
+def publish_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; when the block succeeds, every file in it is fsynced and the
+    folder is renamed to `path` (which must not exist yet). On failure the temporary folder is removed."""
+    final = Path(path)
+    if final.exists():
+        raise FileExistsError(errno.EEXIST, f"{final} already exists", str(final))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for sub in sorted(tmp.rglob("*")):
+            if sub.is_file():
+                fd = os.open(sub, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        for sub in sorted((d for d in tmp.rglob("*") if d.is_dir()), reverse=True):
+            fsync_dir(sub)
+        fsync_dir(tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(final.parent)
 
 
 def _writeback_starter() -> Callable[[int, int, int], None]:
@@ -69,7 +160,9 @@ def check_free_space(path: str | os.PathLike, needed: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def _open_sink(path: str, buffer_size: int) -> pa.BufferedOutputStream:
+def _open_sink(path: str, buffer_size: int) -> "pa.BufferedOutputStream":
+    import pyarrow as pa  # only the import's writer needs Arrow; the other writers stay light
+
     return pa.BufferedOutputStream(pa.OSFile(path, mode="w"), buffer_size=buffer_size)
 
 

@@ -32,7 +32,8 @@ from sqlalchemy import and_, select
 from . import audit, db, identity
 from .errors import HitlError, NotFound, PermissionRefused, TransitionRefused
 from .project import Project
-from .util import canonical_json, fsync_dir, sha256_text, utc_now
+from .filewrite import fsync_dir
+from .util import canonical_json, sha256_text, utc_now
 
 MODELS_DIR = "models"
 BUNDLE_FORMAT = "hitl-model-bundle"

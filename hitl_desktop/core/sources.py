@@ -17,7 +17,8 @@ from .errors import HitlError, ImportRefused
 from .filewrite import HashedFile
 from .ingest import ColumnInfo, ImportOptions, read_file, read_source
 from .project import Project
-from .util import canonical_json, fsync_dir, utc_now
+from .filewrite import fsync_dir
+from .util import canonical_json, utc_now
 
 Progress = Callable[[float, str], None]
 

@@ -33,19 +33,6 @@ def os_user() -> str:
         return os.environ.get("USER") or os.environ.get("USERNAME") or "user"
 
 
-def fsync_dir(path: str) -> None:
-    """Make a rename in `path` durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 _gc_lock = threading.Lock()
 _gc_pauses = 0

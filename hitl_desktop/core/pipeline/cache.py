@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..util import fsync_dir
+from ..filewrite import fsync_dir
 from .errors import CorruptResult
 
 CACHE_DIR = "cache"
