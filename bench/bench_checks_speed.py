@@ -23,7 +23,7 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from datagen import make_frame, write_csv  # noqa: E402
 
-from hitl_desktop.core.checks import default_label_model, find_label_issues, run_cell_checks_ex  # noqa: E402
+from hitl_desktop.core.checks import default_label_model, find_label_issues, run_cell_checks  # noqa: E402
 
 
 def infos_of(df: pd.DataFrame) -> dict[str, str]:
@@ -68,7 +68,7 @@ def main() -> int:
                 write_csv(path, args.rows, seed=0)
             t_read, df = best_of(lambda: pd.read_csv(path), args.repeat)
         infos = infos_of(df)
-        t_checks, (flags, _, _) = best_of(lambda: run_cell_checks_ex(df, infos, None), args.repeat)
+        t_checks, flags = best_of(lambda: run_cell_checks(df, infos, None), args.repeat)
         what = "with 1% missing, 0.1% out-of-range cells" if faulty else "clean"
         print(f"cell checks  {args.rows:,} rows x {df.shape[1]} cols, {what}: {t_checks:.2f} s "
               f"(read_csv {t_read:.2f} s) ratio {t_checks / t_read:.2f}  [target <= 4]  flags={len(flags):,}")

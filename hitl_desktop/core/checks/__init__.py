@@ -10,7 +10,7 @@ from .parse import MISSING_TOKENS, parse_column
 from .profile import SENTINELS, profile_columns, profile_from_json, profile_to_json
 from .risk import batch_risk, flags_frame, rank_rows, row_risk
 from .rules import RULE_KINDS, Rule, apply_rules, validate_rule
-from .run import run_cell_checks, run_cell_checks_ex
+from .run import run_cell_checks
 from .types import DROP_DUPLICATE, SEVERITY_WEIGHT, ColumnInfo, Flag
 
 __all__ = [
@@ -18,5 +18,5 @@ __all__ = [
     "SEVERITY_WEIGHT", "apply_rules", "batch_risk", "confident_learning", "default_label_model",
     "find_duplicates", "find_label_issues", "flags_frame", "label_features", "parse_column", "profile_columns",
     "profile_from_json", "profile_to_json", "rank_rows", "row_fingerprints", "row_risk",
-    "run_cell_checks", "run_cell_checks_ex", "validate_rule",
+    "run_cell_checks", "validate_rule",
 ]

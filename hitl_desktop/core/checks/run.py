@@ -14,22 +14,6 @@ from .rules import Rule, apply_rules
 from .types import Flag, normalize_infos
 
 
-def run_cell_checks(
-    df: pd.DataFrame,
-    infos: Any = None,
-    profile: dict[str, Any] | None = None,
-    rules: Iterable[Rule] = (),
-    other_fingerprints: np.ndarray | None = None,
-    duplicate_exclude: Sequence[str] = (),
-) -> list[Flag]:
-    """missing, type, out_of_range, category, duplicate and rule flags for one batch.
-
-    `profile` (from profile_columns, possibly pinned/edited) supplies ranges and categories; when
-    None it is profiled from df itself. Columns absent from the profile are profiled on the fly.
-    """
-    return run_cell_checks_ex(df, infos, profile, rules, other_fingerprints, duplicate_exclude)[0]
-
-
 def check_columns(df: pd.DataFrame, types: dict[str, str], columns_profile: dict[str, Any],
                   opts: dict[str, Any]) -> tuple[list[Flag], dict[str, Any], dict[str, Any]]:
     """Per-column cell checks. Returns (flags, parsed columns by name, the column profiles used: given ones, and
@@ -50,25 +34,26 @@ def check_columns(df: pd.DataFrame, types: dict[str, str], columns_profile: dict
     return flags, parsed_all, cols
 
 
-def run_cell_checks_ex(
+def run_cell_checks(
     df: pd.DataFrame,
     infos: Any = None,
     profile: dict[str, Any] | None = None,
     rules: Iterable[Rule] = (),
     other_fingerprints: np.ndarray | None = None,
     duplicate_exclude: Sequence[str] = (),
-) -> tuple[list[Flag], dict[str, Any], np.ndarray]:
-    """As run_cell_checks, also returning the profile used and the row fingerprints (to store)."""
+) -> list[Flag]:
+    """missing, type, out_of_range, category, duplicate and rule flags for one batch.
+
+    `profile` (from profile_columns, possibly pinned/edited) supplies ranges and categories; when
+    None it is profiled from df itself. Columns absent from the profile are profiled on the fly.
+    """
     types = normalize_infos(df, infos)
     cols = dict((profile or {}).get("columns", {}))
     opts = {**DEFAULTS, **((profile or {}).get("params") or {})}
     flags, parsed_all, cols = check_columns(df, types, cols, opts)
-    used = {"version": 1, "n_rows": int(len(df)), "params": opts, "columns": cols}
-    if profile is not None:
-        used = {**profile, "columns": cols}
     fp = row_fingerprints(df, types, duplicate_exclude, parsed_all)
     flags += find_duplicates(df, types, other_fingerprints, fp)
     rules = list(rules)
     if rules:
         flags += apply_rules(df, rules, types)
-    return flags, used, fp
+    return flags
