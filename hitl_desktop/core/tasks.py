@@ -15,24 +15,21 @@ class Cancelled(Exception):
 class TaskState:
     """What a piece of background work (a stage, training, an import, an export, a window task) reports to and asks.
 
-    `report(fraction, message)` forwards to the sink, throttled: a report is passed on when the message changes,
-    the fraction moves by `min_step`, `min_interval` seconds have passed, or the work is done (fraction 1.0).
+    `report(fraction, message)` forwards to the sink, throttled: at most one report per `min_interval` seconds,
+    and always the one that says the work is done (fraction 1.0).
     `cancel()` may be called from any thread; the work sees it through `cancelled()` / `check()` and callbacks
     registered with `on_cancel` run at once (e.g. to stop worker processes). `span(start, end)` gives a view that
     maps its own 0..1 onto a sub-range of this one, sharing the cancel flag.
     """
 
-    def __init__(self, sink: ProgressSink | None = None, *, min_interval: float = 0.05, min_step: float = 0.01,
+    def __init__(self, sink: ProgressSink | None = None, *, min_interval: float = 0.05,
                  cancel_event: threading.Event | None = None) -> None:
         self._sink = sink
         self.min_interval = min_interval
-        self.min_step = min_step
         self._event = cancel_event if cancel_event is not None else threading.Event()
         self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._last_t = 0.0
-        self._last_f = -1.0
-        self._last_msg: str | None = None
         self.fraction = 0.0
         self.message = ""
         #: reports actually passed on to the sink (for tests and benchmarks)
@@ -46,11 +43,10 @@ class TaskState:
             return
         now = time.monotonic()
         with self._lock:
-            due = (f >= 1.0 or message != self._last_msg or abs(f - self._last_f) >= self.min_step
-                   or now - self._last_t >= self.min_interval)
-            if not due or (f < 1.0 and message == self._last_msg and now - self._last_t < self.min_interval):
+            # at most one report per `min_interval` (whatever the message says), and always the last one
+            if f < 1.0 and now - self._last_t < self.min_interval:
                 return
-            self._last_t, self._last_f, self._last_msg = now, f, message
+            self._last_t = now
             self.reported += 1
         self._sink(f, message)
 
