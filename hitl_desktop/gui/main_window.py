@@ -528,12 +528,7 @@ class MainWindow(QMainWindow):
 
     def _set_editable(self, editable: bool) -> None:
         """Approved/rejected batches are shown read-only (the core refuses such edits anyway)."""
-        if hasattr(self.model, "set_editable"):
-            self.model.set_editable(editable)
-            return
-        base = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
-        self.model._item_flags = base | Qt.ItemFlag.ItemIsEditable if editable else base
-        self.model._editable = editable
+        self.model.set_editable(editable)
 
     def _flag_map(self, rows: set[int] | None = None) -> dict[tuple[int, str | None], list[Flag]]:
         out: dict[tuple[int, str | None], list[Flag]] = {}
@@ -606,7 +601,7 @@ class MainWindow(QMainWindow):
         except HitlError:
             history = []
         edited = self.model.is_edited(row_id, column)
-        original = self.model._edits.get(self.model._pos_of(row_id), {}).get(self.model.column_index(column)) if edited else None
+        original = self.model.original_value(row_id, column) if edited else None
         source_row = row_id - self.batch.row_id_start + self.batch.start_row if self.batch else None
         info = CellInfo(self.batch_id, row_id, source_row, column, self.model.value(row_id, column), original,
                         edited, self._cell_flags(row_id, column, open_only=False), history)
@@ -850,7 +845,6 @@ class MainWindow(QMainWindow):
         def submit():
             if not dlg.isVisible():
                 return
-            dlg._accept_check = True
             # validate like the dialog would, without closing it
             if action == "reject" and not dlg.comment.toPlainText().strip():
                 dlg.show_error("A rejection needs a comment saying what is wrong.")
@@ -1009,6 +1003,10 @@ class MainWindow(QMainWindow):
             return chart_data(frame, types, label, batch_flags, counts, labels, col)
 
         self.tasks.submit("Charts", work, visible=False, on_done=self.charts.draw)
+
+    def mark_audit_dirty(self) -> None:
+        """The audit trail gained entries: re-read it the next time the Audit tab is shown."""
+        self._audit_dirty = True
 
     def _mark_charts_dirty(self) -> None:
         self._charts_dirty = True

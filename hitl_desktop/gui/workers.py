@@ -9,8 +9,8 @@
 * The window's own database writes (edits, decisions, flag resolutions) go through one single-thread pool, the
   *writer*: one write at a time, in order, and the event loop never waits for SQLite's lock. CPU-heavy work
   (imports, checks, pipeline runs) runs on the general pool so it never queues behind the writer.
-* Creating the task manager tunes the garbage collector (`keep_gc_pauses_short`): full collections used to
-  freeze the window for 100-235 ms at a time while checks ran.
+* Creating the task manager tunes the garbage collector (`keep_gc_pauses_short`): with the default thresholds,
+  full collections freeze the window for 100-235 ms at a time while checks run.
 """
 from __future__ import annotations
 
@@ -113,8 +113,8 @@ def keep_gc_pauses_short() -> None:
     A full (generation 2) collection holds the GIL while it walks every tracked object. While a background task
     creates many objects (the label check reading 2,000 cached batches), Python ran one every second, each
     100-235 ms long on a 1M-row project, and each froze the window for that long (measured with a 5 ms heartbeat;
-    the stalls matched the collections one for one). Frozen objects are no longer walked, and a full collection
-    now comes after 100 younger collections instead of 10; the pauses left during that run were 40-65 ms. Garbage
+    the stalls matched the collections one for one). Frozen objects are not walked, and a full collection comes
+    after 100 younger collections instead of the default 10; the pauses left during that run were 40-65 ms. Garbage
     in reference cycles is still collected, later."""
     global _gc_tuned
     if _gc_tuned:
