@@ -4,7 +4,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from hitl_desktop.core.errors import HitlError
+from hitl_desktop.core.tasks import Cancelled, TaskState
 from hitl_desktop.gui.run_panel import RunPanel
 from hitl_desktop.gui.workers import TaskManager
 
@@ -20,7 +23,9 @@ def test_background_task_reports_progress_and_can_be_cancelled(qtbot):
         i = 0
         while True:  # a long stage: checks for cancellation between work units
             ctx.check()
-            ctx.report(min(0.99, i / 1e6), f"unit {i}")
+            # one message while the fraction moves: core.tasks.TaskState passes every *changed* message on, and
+            # throttles repeats to one per 50 ms (its one throttle; the window adds none of its own)
+            ctx.report(min(0.99, i / 1e6), "unit of work")
             started.set()
             i += 1
 
@@ -38,6 +43,28 @@ def test_background_task_reports_progress_and_can_be_cancelled(qtbot):
     # hundreds of thousands of reports became a few throttled signals (<= one per 50 ms)
     elapsed = time.monotonic() - task.started_at
     assert task.ctx.reported <= elapsed / 0.05 + 3
+    assert isinstance(task.ctx, TaskState)
+
+
+def test_a_cancelled_task_runs_the_task_states_cancel_hooks(qtbot):
+    tm = TaskManager()
+    hooked = threading.Event()
+    started = threading.Event()
+
+    def work(ctx):
+        ctx.on_cancel(hooked.set)  # e.g. stop worker processes at once
+        started.set()
+        while not ctx.cancel_event.wait(0.01):
+            pass
+        ctx.check()
+
+    task = tm.submit("Hooked", work)
+    assert started.wait(5)
+    with qtbot.waitSignal(task.signals.cancelled, timeout=5000):
+        task.cancel()
+    assert hooked.is_set() and task.outcome == "cancelled"
+    with pytest.raises(Cancelled):
+        task.ctx.check()
 
 
 def test_failures_arrive_as_one_line(qtbot):

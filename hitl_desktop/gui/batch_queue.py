@@ -85,12 +85,12 @@ class BatchQueueModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.HEADERS)
 
     def headerData(self, section, orientation, role=_DISPLAY):  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == _DISPLAY:
+        if orientation == Qt.Orientation.Horizontal and role == _DISPLAY and 0 <= section < len(self.HEADERS):
             return self.HEADERS[section]
         return None
 
     def data(self, index, role=_DISPLAY):
-        if role not in (_DISPLAY, _TOOLTIP, _BACKGROUND, _ALIGN, _USER):
+        if role not in (_DISPLAY, _TOOLTIP, _BACKGROUND, _ALIGN, _USER) or not index.isValid():
             return None
         b = self._rows[index.row()]
         c = index.column()

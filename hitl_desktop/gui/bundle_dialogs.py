@@ -1,12 +1,14 @@
-"""File > Export for Offline Review… / Import Reviewed Bundle… and the conflict dialog (issue 8, docs/offline.md).
+"""File > Export for Offline Review… / Import Reviewed Bundle… and the conflict dialog (docs/offline.md).
 
-The rules live in `hitl_desktop.core.bundle`; this module only gathers choices and shows results. Writes run on the
-window's single writer thread (`MainWindow.run_write`); the check-and-plan of an import is read-only.
+The rules live in `hitl_desktop.core.bundle`; this module only gathers choices and shows results. The actions work
+on a `WindowSession` (project and user) and a `run_write` callback (the window runs it on its single writer thread);
+the check-and-plan of an import is read-only. What a finished export or import changed goes out as
+`session.changed` (a `core.operations.Changes`), and the window redraws from that.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMainWindow,
     QListWidget,
     QListWidgetItem,
     QMenu,
@@ -35,10 +38,12 @@ from ..core import bundle as core_bundle
 from ..core.batches import list_batches
 from ..core.errors import HitlError
 from ..core.identity import list_users
+from ..core.operations import Changes
 from .dialogs import show_error
+from .session import WindowSession
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .main_window import MainWindow
+#: `run_write(name, fn, on_done, on_error)`: run `fn` on the writer thread, then call back on the GUI thread
+RunWrite = Callable[[str, Callable[[], Any], Callable[[Any], None], Callable[[str], None]], None]
 
 FILE_FILTER = "Review bundles (*.hitlreview);;All files (*)"
 TAKE_LABELS = (("home", "Keep home"), ("away", "Take away"), (None, "Decide later"))
@@ -199,11 +204,19 @@ class ConflictDialog(QDialog):
 
 
 class BundleActions(QObject):
-    """The two File menu actions and their flows, for one `MainWindow`."""
+    """The two File menu actions and their flows, for one window's session.
 
-    def __init__(self, window: "MainWindow") -> None:
+    `window` parents the dialogs and shows status messages; `current_batch()` is the batch shown (pre-ticked in
+    the export dialog).
+    """
+
+    def __init__(self, session: WindowSession, window: QMainWindow, run_write: RunWrite,
+                 current_batch: Callable[[], int | None]) -> None:
         super().__init__(window)
+        self.session = session
         self.w = window
+        self.run_write = run_write
+        self.current_batch = current_batch
         self.act_export = QAction("Export for &Offline Review…", window)
         self.act_export.setStatusTip("Write batches to a .hitlreview file to review on another computer")
         self.act_export.triggered.connect(lambda _c=False: self.export_for_review())
@@ -217,7 +230,7 @@ class BundleActions(QObject):
         self.last_message = ""
 
     def _usable(self, title: str) -> bool:
-        p = self.w.project
+        p = self.session.project
         if p is None:
             show_error(self.w, title, "Open a project first.")
             return False
@@ -236,9 +249,10 @@ class BundleActions(QObject):
         title = "Export for offline review"
         if not self._usable(title):
             return None
-        project, user = self.w.project, self.w.user
+        project, user = self.session.project, self.session.user
         default = path or str(Path(project.path).parent / f"{project.path.name}-review{core_bundle.SUFFIX}")
-        dlg = ExportBundleDialog(self.w, list_batches(project), list_users(project), user, self.w.batch_id, default)
+        dlg = ExportBundleDialog(self.w, list_batches(project), list_users(project), user, self.current_batch(),
+                                  default)
         self.export_dialog = dlg
 
         def submit() -> None:
@@ -255,14 +269,14 @@ class BundleActions(QObject):
                 dlg.accept()
                 self.export_dialog = None
                 self._status(f"Exported batches {', '.join(map(str, res.batches))} to {res.path} for {res.to}")
-                self.w.refresh_queue()
+                self.session.announce(Changes(batch_list=True, result=res))
 
             def failed(msg: str) -> None:
                 dlg.buttons.setEnabled(True)
                 dlg.show_error(msg)
 
-            self.w.run_write("Export for offline review",
-                             lambda: core_bundle.export(project, ids, to, out, user, password=pw), done, failed)
+            self.run_write("Export for offline review",
+                           lambda: core_bundle.export(project, ids, to, out, user, password=pw), done, failed)
 
         dlg.buttons.accepted.connect(submit)
         dlg.rejected.connect(lambda: setattr(self, "export_dialog", None))
@@ -276,11 +290,11 @@ class BundleActions(QObject):
         if not self._usable(title):
             return
         if path is None:
-            path, _ = QFileDialog.getOpenFileName(self.w, title, str(Path(self.w.project.path).parent), FILE_FILTER)
+            path, _ = QFileDialog.getOpenFileName(self.w, title, str(Path(self.session.project.path).parent), FILE_FILTER)
             if not path:
                 return
         try:
-            plan = core_bundle.plan_import(self.w.project, path)  # read-only checks, well under a second
+            plan = core_bundle.plan_import(self.session.project, path)  # read-only checks, well under a second
         except HitlError as exc:
             show_error(self.w, title, str(exc))
             return
@@ -297,7 +311,7 @@ class BundleActions(QObject):
         dlg.open()
 
     def _apply(self, path: str, resolutions: dict[str, str]) -> None:
-        project, user = self.w.project, self.w.user
+        project, user = self.session.project, self.session.user
 
         def done(res: core_bundle.ImportResult) -> None:
             self.last_import = res
@@ -310,18 +324,17 @@ class BundleActions(QObject):
                 self._status(text)
             for warning in res.warnings:
                 show_error(self.w, "Import reviewed bundle", warning)
-            self.w.refresh_queue()
-            if self.w.batch_id is not None and self.w.batch_id in res.changed_batches:
-                self.w.open_batch(self.w.batch_id)
+            self.session.announce(Changes(batches=frozenset(res.changed_batches), batch_list=True, result=res))
 
-        self.w.run_write("Import reviewed bundle",
-                         lambda: core_bundle.apply_import(project, path, resolutions, user=user), done,
-                         lambda msg: show_error(self.w, "Import reviewed bundle", msg))
+        self.run_write("Import reviewed bundle",
+                       lambda: core_bundle.apply_import(project, path, resolutions, user=user), done,
+                       lambda msg: show_error(self.w, "Import reviewed bundle", msg))
 
 
-def install_bundle_menu(window: "MainWindow", menu: QMenu) -> BundleActions:
+def install_bundle_menu(menu: QMenu, session: WindowSession, window: QMainWindow, run_write: RunWrite,
+                        current_batch: Callable[[], int | None]) -> BundleActions:
     """Add the two actions to `menu` (the File menu); returns the controller (kept on the window)."""
-    actions = BundleActions(window)
+    actions = BundleActions(session, window, run_write, current_batch)
     menu.addSeparator()
     menu.addActions([actions.act_export, actions.act_import])
     return actions

@@ -36,15 +36,18 @@ from .. import __version__
 from ..core import batches as core_batches
 from ..core import flags as core_flags
 from ..core import review
+from ..core.operations import Changes
 from ..core.errors import HitlError
 from ..core.project import Project
 from ..core.sources import get_source, import_file
 from . import services
 from .batch_queue import BatchQueue
 from .review_view import ReviewTableView
+from .bundle_dialogs import install_bundle_menu
 from .dialogs import DismissDialog, ShortcutsDialog, SignatureDialog, UserDialog, show_error
 from .import_dialog import FILE_FILTER, ImportDialog
 from .run_panel import RunPanel
+from .session import WindowSession
 from .settings import Prefs
 from .side_panel import CellInfo, SidePanel
 from .table_model import BatchTableModel, Flag
@@ -78,8 +81,8 @@ class MainWindow(QMainWindow):
         self.prefs = Prefs()
         self.tasks = TaskManager(self)
         self.undo_stack = QUndoStack(self)
-        self.project: Project | None = None
-        self.user: str = user or ""
+        self.session = WindowSession(self, user=user or "")
+        self.session.changed.connect(self._on_session_changed)
         self._user_forced = user is not None
         self._ask_user = ask_user
         self.batch_id: int | None = None
@@ -257,9 +260,7 @@ class MainWindow(QMainWindow):
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         m.addSeparator()
         m.addAction(self.act_import)
-        from .bundle_dialogs import install_bundle_menu  # offline review bundles (issue 8)
-
-        self.bundle_actions = install_bundle_menu(self, m)
+        self.bundle_actions = install_bundle_menu(m, self.session, self, self.run_write, lambda: self.batch_id)
         m.addSeparator()
         m.addAction(self.act_switch_user)
         m.addSeparator()
@@ -288,6 +289,30 @@ class MainWindow(QMainWindow):
             ("Project", [self.act_new, self.act_open, self.act_import, self.act_run_checks, self.act_refresh,
                          self.act_quit, self.act_shortcuts]),
         ]
+
+    # ============================================================================================= session
+    @property
+    def project(self) -> Project | None:
+        return self.session.project
+
+    @project.setter
+    def project(self, project: Project | None) -> None:
+        self.session.project = project
+
+    @property
+    def user(self) -> str:
+        return self.session.user
+
+    @user.setter
+    def user(self, user: str) -> None:
+        self.session.user = user
+
+    def _on_session_changed(self, changes: Changes) -> None:
+        """Redraw what an operation run outside the window (a bundle export or import) says it changed."""
+        if changes.batch_list or changes.batches:
+            self.refresh_queue()
+        if self.batch_id is not None and self.batch_id in changes.batches:
+            self.open_batch(self.batch_id)
 
     # ============================================================================================ settings
     def _restore_state(self) -> None:
@@ -503,12 +528,7 @@ class MainWindow(QMainWindow):
 
     def _set_editable(self, editable: bool) -> None:
         """Approved/rejected batches are shown read-only (the core refuses such edits anyway)."""
-        if hasattr(self.model, "set_editable"):
-            self.model.set_editable(editable)
-            return
-        base = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
-        self.model._item_flags = base | Qt.ItemFlag.ItemIsEditable if editable else base
-        self.model._editable = editable
+        self.model.set_editable(editable)
 
     def _flag_map(self, rows: set[int] | None = None) -> dict[tuple[int, str | None], list[Flag]]:
         out: dict[tuple[int, str | None], list[Flag]] = {}
@@ -581,7 +601,7 @@ class MainWindow(QMainWindow):
         except HitlError:
             history = []
         edited = self.model.is_edited(row_id, column)
-        original = self.model._edits.get(self.model._pos_of(row_id), {}).get(self.model.column_index(column)) if edited else None
+        original = self.model.original_value(row_id, column) if edited else None
         source_row = row_id - self.batch.row_id_start + self.batch.start_row if self.batch else None
         info = CellInfo(self.batch_id, row_id, source_row, column, self.model.value(row_id, column), original,
                         edited, self._cell_flags(row_id, column, open_only=False), history)
@@ -739,7 +759,8 @@ class MainWindow(QMainWindow):
         value = None if text == "" else text
         self.run_write(
             "Edit", lambda: core_flags.edit_cell(project, bid, row_id, column, value, user),
-            lambda res: (self._apply_resolution(res), self.undo_stack.push(EditCommand(self, res, value))))
+            lambda res: (self._apply_resolution(res),
+                         self.undo_stack.push(EditCommand(self.session, self.run_undo_step, res, value))))
 
     def accept_suggestion(self) -> None:
         cell = self.current_cell()
@@ -753,7 +774,8 @@ class MainWindow(QMainWindow):
         project, user = self.project, self.user
         self.run_write(
             "Accept suggestion", lambda: core_flags.accept(project, flag.id, user),
-            lambda res: (self._apply_resolution(res), self.undo_stack.push(AcceptCommand(self, flag, res))))
+            lambda res: (self._apply_resolution(res),
+                         self.undo_stack.push(AcceptCommand(self.session, self.run_undo_step, flag, res))))
 
     def dismiss_flag(self) -> None:
         cell = self.current_cell()
@@ -774,7 +796,8 @@ class MainWindow(QMainWindow):
             self._back_to_table()
             self.run_write(
                 "Dismiss flag", lambda: core_flags.dismiss(project, flag.id, user, reason),
-                lambda res: (self._apply_resolution(res), self.undo_stack.push(DismissCommand(self, flag, reason))))
+                lambda res: (self._apply_resolution(res),
+                             self.undo_stack.push(DismissCommand(self.session, self.run_undo_step, flag, reason))))
 
         dlg.accepted.connect(accepted)
         dlg.rejected.connect(lambda: (setattr(self, "dismiss_dialog", None), self._back_to_table()))
@@ -787,7 +810,8 @@ class MainWindow(QMainWindow):
         project, bid, user = self.project, self.batch_id, self.user
         self.run_write(
             "Revert cell", lambda: core_flags.revert(project, bid, cell[0], cell[1], user),
-            lambda res: (self._apply_resolution(res), self.undo_stack.push(RevertCommand(self, res))))
+            lambda res: (self._apply_resolution(res),
+                         self.undo_stack.push(RevertCommand(self.session, self.run_undo_step, res))))
 
     def _back_to_table(self) -> None:
         """After a dialog: keyboard review continues in the table."""
@@ -821,7 +845,6 @@ class MainWindow(QMainWindow):
         def submit():
             if not dlg.isVisible():
                 return
-            dlg._accept_check = True
             # validate like the dialog would, without closing it
             if action == "reject" and not dlg.comment.toPlainText().strip():
                 dlg.show_error("A rejection needs a comment saying what is wrong.")
@@ -980,6 +1003,10 @@ class MainWindow(QMainWindow):
             return chart_data(frame, types, label, batch_flags, counts, labels, col)
 
         self.tasks.submit("Charts", work, visible=False, on_done=self.charts.draw)
+
+    def mark_audit_dirty(self) -> None:
+        """The audit trail gained entries: re-read it the next time the Audit tab is shown."""
+        self._audit_dirty = True
 
     def _mark_charts_dirty(self) -> None:
         self._charts_dirty = True

@@ -433,7 +433,7 @@ class ModelsTab(QWidget):
                 self.signature_dialog = None
                 d = info.decisions[-1]
                 self.note.setText(f"Model {info.id}: {d['meaning']} by {d['full_name']}")
-                self.window_._audit_dirty = True
+                self.window_.mark_audit_dirty()
                 self.refresh(select=info.id)
 
             def failed(msg):
@@ -463,7 +463,7 @@ class ModelsTab(QWidget):
                 self.signature_dialog = None
                 self.last_export = res
                 self.note.setText(f"Exported model {mid} to {res.out_dir} (manifest signed by {res.signer})")
-                self.window_._audit_dirty = True
+                self.window_.mark_audit_dirty()
 
             def failed(msg):
                 dlg.buttons.setEnabled(True)

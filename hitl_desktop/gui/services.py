@@ -1,8 +1,8 @@
 """The window's single doorway into the core: every call the window makes to the store goes through here.
 
 Nothing here decides anything: each function forwards to one core API and returns its value. Some core parts
-(identity, the pipeline engine) may be missing from an older build; the probes below say so, and the window
-greys out what needs them with the reason, instead of re-implementing them.
+(identity, the pipeline engine) may be missing from a build; the probes below say whether each is present, and
+the window greys out what needs a missing one with the reason, instead of re-implementing it.
 """
 from __future__ import annotations
 

@@ -16,15 +16,13 @@ the frame; a *view row* is the row number the view sees after sorting/filtering.
 """
 from __future__ import annotations
 
-import ctypes
-import sys
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication, QPalette
 
 __all__ = ["BatchTableModel", "Flag", "SEVERITIES", "format_value", "group_flags", "severity_colors"]
@@ -92,43 +90,6 @@ def _as_flag(f: Any) -> Flag:
         getattr(f, "message", str(f)),
         getattr(f, "suggestion", None),
     )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# PySide6 6.12 workaround
-# --------------------------------------------------------------------------------------------------------------
-# On CPython < 3.12, PySide6 6.12.0's ``SignalInstance.emit()`` returns True/False without taking a reference, so
-# every Python-side emit drops one reference to ``True``; after a few hundred emits the interpreter aborts with
-# "Fatal Python error: bool_dealloc". (CPython >= 3.12 makes True/False immortal, which hides the bug.) We probe
-# for the defect once and give the reference back after each emit. Should the binding be fixed, the probe finds
-# nothing and ``_emit`` is a plain emit.
-class _Probe(QObject):
-    sig = Signal()
-
-
-_incref = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_IncRef", ctypes.pythonapi))
-
-
-def _emit_steals_result() -> bool:
-    if sys.version_info >= (3, 12):
-        return False
-    probe = _Probe()
-    before = sys.getrefcount(True)
-    r = probe.sig.emit()  # a correct binding hands us a new reference: the count goes up by one
-    steals = r is True and sys.getrefcount(True) == before
-    if steals:
-        _incref(r)  # give back the reference the probe itself took
-    del r
-    return steals
-
-
-_EMIT_STEALS = _emit_steals_result()
-
-
-def _emit(signal, *args) -> None:
-    r = signal.emit(*args)
-    if _EMIT_STEALS:
-        _incref(r)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -551,7 +512,7 @@ class BatchTableModel(QAbstractTableModel):
             self._column_types = dict(column_types)
         self._load(frame, original, flags, row_labels)
         self.endResetModel()
-        _emit(self.viewRowsChanged, self._rows, self._n)
+        self.viewRowsChanged.emit(self._rows, self._n)
 
     def _set_row_labels(self, row_labels) -> None:
         if row_labels is None:
@@ -566,12 +527,12 @@ class BatchTableModel(QAbstractTableModel):
         """Vertical header labels, one per frame row in frame order (None: the row ids)."""
         self._set_row_labels(row_labels)
         if self._rows:
-            _emit(self.headerDataChanged, _VERTICAL, 0, self._rows - 1)
+            self.headerDataChanged.emit(_VERTICAL, 0, self._rows - 1)
 
     def set_column_types(self, column_types: Mapping[str, str]) -> None:
         self._column_types = dict(column_types)
         if self._cols:
-            _emit(self.headerDataChanged, _HORIZONTAL, 0, len(self._cols) - 1)
+            self.headerDataChanged.emit(_HORIZONTAL, 0, len(self._cols) - 1)
 
     def _diff(self, frame: pd.DataFrame, original: pd.DataFrame) -> dict[int, dict[int, Any]]:
         if not original.index.equals(frame.index) or list(original.columns) != list(frame.columns):
@@ -677,8 +638,8 @@ class BatchTableModel(QAbstractTableModel):
             if self._flagged_only:
                 self._relayout()
             if self._rows and self._cols:
-                _emit(self.dataChanged, self.index(0, 0), self.index(self._rows - 1, len(self._cols) - 1), _DECO_ROLES)
-                _emit(self.headerDataChanged, _VERTICAL, 0, self._rows - 1)
+                self.dataChanged.emit(self.index(0, 0), self.index(self._rows - 1, len(self._cols) - 1), _DECO_ROLES)
+                self.headerDataChanged.emit(_VERTICAL, 0, self._rows - 1)
             return
         only = set(self._positions_of(list(row_ids)).tolist())
         for pos in only:
@@ -689,8 +650,8 @@ class BatchTableModel(QAbstractTableModel):
             self._rebuild_deco(pos)
             vr = self._view_row_of_pos(pos)
             if vr >= 0 and self._cols:
-                _emit(self.dataChanged, self.index(vr, 0), self.index(vr, len(self._cols) - 1), _DECO_ROLES)
-                _emit(self.headerDataChanged, _VERTICAL, vr, vr)
+                self.dataChanged.emit(self.index(vr, 0), self.index(vr, len(self._cols) - 1), _DECO_ROLES)
+                self.headerDataChanged.emit(_VERTICAL, vr, vr)
 
     def update_cell(self, row_id: int, column: str, new_value: Any, original_value: Any = _NOT_GIVEN) -> None:
         """Show ``new_value`` in one cell (after the core applied an edit) and repaint just that cell.
@@ -723,8 +684,8 @@ class BatchTableModel(QAbstractTableModel):
         vr = self._view_row_of_pos(pos)
         if vr >= 0:
             idx = self.index(vr, c)
-            _emit(self.dataChanged, idx, idx)
-            _emit(self.headerDataChanged, _VERTICAL, vr, vr)
+            self.dataChanged.emit(idx, idx)
+            self.headerDataChanged.emit(_VERTICAL, vr, vr)
 
     def set_palette(self, palette: QPalette) -> None:
         """Recompute the severity colours for a new palette (the view calls this on palette changes)."""
@@ -735,13 +696,25 @@ class BatchTableModel(QAbstractTableModel):
         for pos in list(self._deco) + list(self._head):
             self._rebuild_deco(pos)
         if self._rows and self._cols:
-            _emit(self.dataChanged, self.index(0, 0), self.index(self._rows - 1, len(self._cols) - 1), [_BACKGROUND])
-            _emit(self.headerDataChanged, _VERTICAL, 0, self._rows - 1)
+            self.dataChanged.emit(self.index(0, 0), self.index(self._rows - 1, len(self._cols) - 1), [_BACKGROUND])
+            self.headerDataChanged.emit(_VERTICAL, 0, self._rows - 1)
 
     # ------------------------------------------------------------------------------------- state queries
     def is_edited(self, row_id: int, column: str) -> bool:
         pos, c = self._pos_of(row_id), self._col_of.get(column)
         return pos >= 0 and c is not None and c in self._edits.get(pos, {})
+
+    def original_value(self, row_id: int, column: str) -> Any:
+        """The imported value of an edited cell (``None`` when the cell is not edited or was imported empty)."""
+        pos, c = self._pos_of(row_id), self._col_of.get(column)
+        if pos < 0 or c is None:
+            return None
+        return self._edits.get(pos, {}).get(c)
+
+    def set_editable(self, editable: bool) -> None:
+        """Cells accept edits (queued / in-review batches) or are read-only (approved / rejected ones)."""
+        self._editable = editable
+        self._item_flags = _EDITABLE_FLAGS if editable else _READONLY_FLAGS
 
     def cell_flags(self, row_id: int, column: str | None) -> list[Flag]:
         pos = self._pos_of(row_id)
@@ -843,7 +816,7 @@ class BatchTableModel(QAbstractTableModel):
         text = "" if value is None else str(value)
         if text == _edit_text(self._cols[c].value(pos)):
             return False  # nothing changed: do not create a no-op edit
-        _emit(self.editRequested, int(self._ids[pos]), self._names[c], text)
+        self.editRequested.emit(int(self._ids[pos]), self._names[c], text)
         return False
 
     # ------------------------------------------------------------------------------------------ row mapping
@@ -940,7 +913,7 @@ class BatchTableModel(QAbstractTableModel):
 
     def _relayout(self) -> None:
         old_perm = self._perm
-        _emit(self.layoutAboutToBeChanged)
+        self.layoutAboutToBeChanged.emit()
         persistent = self.persistentIndexList()  # after the signal: listeners create theirs in the slot
         old_pos = [(p, (p.row() if old_perm is None else int(old_perm[p.row()])), p.column()) for p in persistent]
         self._perm = self._compute_perm()
@@ -954,8 +927,8 @@ class BatchTableModel(QAbstractTableModel):
                 frm.append(p)
                 to.append(self.index(vr, c) if vr >= 0 else QModelIndex())
             self.changePersistentIndexList(frm, to)
-        _emit(self.layoutChanged)
-        _emit(self.viewRowsChanged, self._rows, self._n)
+        self.layoutChanged.emit()
+        self.viewRowsChanged.emit(self._rows, self._n)
 
     # -------------------------------------------------------------------------------------------------- find
     def find(

@@ -1,26 +1,31 @@
 """Undo/redo over the core's edits: one `QUndoStack` for the whole window, so it survives switching batches.
 
 Each command wraps what the core already did (the first `redo()` pushed by the stack is a no-op) and undoes or
-redoes it through `core.flags` on the window's writer. A command keeps the id of the edit it last made, so the
-undo always targets exactly that edit; if the core refuses (the batch was approved meanwhile, someone else changed
-the cell), the window shows the reason and clears the stack rather than pretend.
+redoes it through `core.flags` with the session's project and user. The command does not run the write itself: it
+hands the step to `run_step(command, fn, name)` (the window runs it on its writer thread and applies the result).
+A command keeps the id of the edit it last made, so the undo always targets exactly that edit; if the core refuses
+(the batch was approved meanwhile, someone else changed the cell), the window shows the reason and clears the stack
+rather than pretend.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from PySide6.QtGui import QUndoCommand
 
 from ..core import flags as core_flags
+from .session import WindowSession
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .main_window import MainWindow
+#: runs one undo/redo step: `run_step(command, fn, name)`; `fn` is called on the writer thread
+RunStep = Callable[["CoreCommand", Callable[[], Any], str], None]
 
 
 class CoreCommand(QUndoCommand):
-    def __init__(self, window: "MainWindow", text: str, batch_id: int, row_id: int, column: str | None) -> None:
+    def __init__(self, session: WindowSession, run_step: RunStep, text: str, batch_id: int, row_id: int,
+                 column: str | None) -> None:
         super().__init__(text)
-        self.window = window
+        self.session = session
+        self.run_step = run_step
         self.batch_id = batch_id
         self.row_id = row_id
         self.column = column
@@ -30,10 +35,10 @@ class CoreCommand(QUndoCommand):
         if self._first:
             self._first = False
             return
-        self.window.run_undo_step(self, self.do_redo, f"Redo {self.text()}")
+        self.run_step(self, self.do_redo, f"Redo {self.text()}")
 
     def undo(self) -> None:
-        self.window.run_undo_step(self, self.do_undo, f"Undo {self.text()}")
+        self.run_step(self, self.do_undo, f"Undo {self.text()}")
 
     # run on the writer thread; return a core.flags.Resolution
     def do_redo(self) -> Any:
@@ -44,19 +49,19 @@ class CoreCommand(QUndoCommand):
 
 
 class EditCommand(CoreCommand):
-    def __init__(self, window, res, value: str | None) -> None:
+    def __init__(self, session: WindowSession, run_step: RunStep, res, value: str | None) -> None:
         e = res.edit
-        super().__init__(window, f"edit of {e.column} in row {e.row_id}", e.batch_id, e.row_id, e.column)
+        super().__init__(session, run_step, f"edit of {e.column} in row {e.row_id}", e.batch_id, e.row_id, e.column)
         self.value = value
         self.edit_id = e.edit_id
         self.resolved = [f.id for f in res.flags]
 
     def do_undo(self):
-        w = self.window
+        w = self.session
         return core_flags.undo_edit(w.project, self.batch_id, self.edit_id, w.user)
 
     def do_redo(self):
-        w = self.window
+        w = self.session
         res = core_flags.edit_cell(w.project, self.batch_id, self.row_id, self.column, self.value, w.user,
                                    reason="redo", resolve_ids=self.resolved)
         self.edit_id = res.edit.edit_id
@@ -64,56 +69,54 @@ class EditCommand(CoreCommand):
 
 
 class RevertCommand(CoreCommand):
-    def __init__(self, window, res) -> None:
+    def __init__(self, session: WindowSession, run_step: RunStep, res) -> None:
         e = res.edit
-        super().__init__(window, f"revert of {e.column} in row {e.row_id}", e.batch_id, e.row_id, e.column)
+        super().__init__(session, run_step, f"revert of {e.column} in row {e.row_id}", e.batch_id, e.row_id, e.column)
         self.edit_id = e.edit_id
 
     def do_undo(self):
-        w = self.window
+        w = self.session
         return core_flags.undo_edit(w.project, self.batch_id, self.edit_id, w.user)
 
     def do_redo(self):
-        w = self.window
+        w = self.session
         res = core_flags.revert(w.project, self.batch_id, self.row_id, self.column, w.user, reason="redo revert")
         self.edit_id = res.edit.edit_id
         return res
 
 
 class AcceptCommand(CoreCommand):
-    def __init__(self, window, flag: Any, res) -> None:
-        super().__init__(window, f"accept '{flag.suggestion}' ({flag.kind}) in row {flag.row_id}", flag.batch_id,
+    def __init__(self, session: WindowSession, run_step: RunStep, flag: Any, res) -> None:
+        super().__init__(session, run_step, f"accept '{flag.suggestion}' ({flag.kind}) in row {flag.row_id}", flag.batch_id,
                          flag.row_id, flag.column)
         self.flag_id = flag.id
         self.edit_id = res.edit.edit_id if res.edit else None
 
     def do_undo(self):
-        w = self.window
+        w = self.session
         if self.edit_id is None:
             return core_flags.reopen(w.project, self.flag_id, w.user, reason="undo accept")
         return core_flags.undo_edit(w.project, self.batch_id, self.edit_id, w.user)
 
     def do_redo(self):
-        w = self.window
+        w = self.session
         res = core_flags.accept(w.project, self.flag_id, w.user)
         self.edit_id = res.edit.edit_id if res.edit else None
         return res
 
 
 class DismissCommand(CoreCommand):
-    def __init__(self, window, flag: Any, reason: str) -> None:
-        super().__init__(window, f"dismiss {flag.kind} flag in row {flag.row_id}", flag.batch_id, flag.row_id,
+    def __init__(self, session: WindowSession, run_step: RunStep, flag: Any, reason: str) -> None:
+        super().__init__(session, run_step, f"dismiss {flag.kind} flag in row {flag.row_id}", flag.batch_id, flag.row_id,
                          flag.column)
         self.flag_id = flag.id
         self.reason = reason
 
     def do_undo(self):
-        w = self.window
+        w = self.session
         return core_flags.reopen(w.project, self.flag_id, w.user, reason="undo dismiss")
 
     def do_redo(self):
-        w = self.window
+        w = self.session
         return core_flags.dismiss(w.project, self.flag_id, w.user, self.reason)
 
-
-Step = Callable[[], Any]

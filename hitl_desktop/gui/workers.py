@@ -1,15 +1,16 @@
 """Background work for the window: plain functions run on a QThreadPool, reporting through Qt signals.
 
-* A task is a plain callable ``fn(ctx)``; ``ctx.report(fraction, message)`` and ``ctx.cancelled()`` are all it
-  sees of the window (the core's stage/observer conventions map onto it without importing Qt).
-* Progress is throttled in the worker (at most one signal per 50 ms or per 1% step; the last value always goes
-  out), so a stage reporting per row never floods the event loop.
+* A task is a plain callable ``fn(ctx)``; ``ctx`` is a :class:`hitl_desktop.core.tasks.TaskState` whose sink emits
+  the task's Qt ``progress`` signal. ``ctx.report(fraction, message)``, ``ctx.cancelled()``, ``ctx.check()``,
+  ``ctx.cancel_event`` and ``ctx.progress_callback()`` are all it sees of the window.
+* Progress is throttled by the TaskState (the core's one throttle), so a stage reporting per row never floods the
+  event loop.
 * Running tasks are kept referenced by the :class:`TaskManager` until their end signal has been delivered.
 * The window's own database writes (edits, decisions, flag resolutions) go through one single-thread pool, the
   *writer*: one write at a time, in order, and the event loop never waits for SQLite's lock. CPU-heavy work
   (imports, checks, pipeline runs) runs on the general pool so it never queues behind the writer.
-* Creating the task manager tunes the garbage collector (`keep_gc_pauses_short`): full collections used to
-  freeze the window for 100-235 ms at a time while checks ran.
+* Creating the task manager tunes the garbage collector (`keep_gc_pauses_short`): with the default thresholds,
+  full collections freeze the window for 100-235 ms at a time while checks run.
 """
 from __future__ import annotations
 
@@ -24,54 +25,9 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from ..core.errors import HitlError
+from ..core.tasks import Cancelled, TaskState
 
-
-class Cancelled(Exception):
-    """Raised inside a task (by ``ctx.check()``) to stop at the next safe point."""
-
-
-class TaskContext:
-    """What a task function receives: report progress, ask whether it was cancelled."""
-
-    MIN_INTERVAL = 0.05
-    MIN_STEP = 0.01
-
-    def __init__(self, task: "Task") -> None:
-        self._task = task
-        self._last_t = 0.0
-        self._last_f = -1.0
-        self._last_msg = ""
-        self.reported = 0  # signals actually emitted (for tests and benchmarks)
-
-    def report(self, fraction: float, message: str = "") -> None:
-        f = max(0.0, min(1.0, float(fraction)))
-        now = time.monotonic()
-        if (f < 1.0 and message == self._last_msg and now - self._last_t < self.MIN_INTERVAL
-                and abs(f - self._last_f) < self.MIN_STEP) or (f < 1.0 and now - self._last_t < self.MIN_INTERVAL):
-            return
-        self._last_t, self._last_f, self._last_msg = now, f, message
-        self.reported += 1
-        self._task.signals.progress.emit(f, message)
-
-    def cancelled(self) -> bool:
-        return self._task._cancel.is_set()
-
-    @property
-    def cancel_event(self) -> threading.Event:
-        return self._task._cancel
-
-    def check(self) -> None:
-        """Raise :class:`Cancelled` when the user asked to stop."""
-        if self._task._cancel.is_set():
-            raise Cancelled()
-
-    def progress_callback(self, check: bool = True) -> Callable[[float, str], None]:
-        """A ``progress(fraction, message)`` callback for core functions; it also stops the work when cancelled."""
-        def cb(fraction: float, message: str = "") -> None:
-            if check:
-                self.check()
-            self.report(fraction, message)
-        return cb
+__all__ = ["Cancelled", "Task", "TaskManager", "TaskSignals", "TaskState", "error_text", "keep_gc_pauses_short"]
 
 
 class TaskSignals(QObject):
@@ -93,7 +49,7 @@ def error_text(exc: BaseException) -> str:
 class Task(QRunnable):
     _ids = itertools.count(1)
 
-    def __init__(self, name: str, fn: Callable[[TaskContext], Any], *, cancellable: bool = True,
+    def __init__(self, name: str, fn: Callable[[TaskState], Any], *, cancellable: bool = True,
                  writer: bool = False) -> None:
         super().__init__()
         self.setAutoDelete(False)
@@ -103,8 +59,8 @@ class Task(QRunnable):
         self.cancellable = cancellable
         self.writer = writer
         self.signals = TaskSignals()
-        self._cancel = threading.Event()
-        self.ctx = TaskContext(self)
+        #: what `fn` receives: progress goes out as `signals.progress`, throttled by the TaskState
+        self.ctx = TaskState(self.signals.progress.emit)
         self.started_at = 0.0
         self.done = threading.Event()
         self.outcome: str | None = None  # finished | failed | cancelled
@@ -113,25 +69,25 @@ class Task(QRunnable):
 
     def cancel(self) -> None:
         if self.cancellable:
-            self._cancel.set()
+            self.ctx.cancel()
 
     @property
     def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
+        return self.ctx.cancelled()
 
     def run(self) -> None:  # worker thread
         self.started_at = time.monotonic()
         try:
-            if self._cancel.is_set():
+            if self.ctx.cancelled():
                 raise Cancelled()
             result = self.fn(self.ctx)
-            if self._cancel.is_set():  # the function noticed and returned early
+            if self.ctx.cancelled():  # the function noticed and returned early
                 raise Cancelled()
         except Cancelled:
             self.outcome = "cancelled"
             self.signals.cancelled.emit()
         except BaseException as exc:  # noqa: BLE001 - reported to the user as one line
-            if self._cancel.is_set() and isinstance(exc, HitlError):  # the core's own "cancelled" refusal
+            if self.ctx.cancelled() and isinstance(exc, HitlError):  # the core's own "cancelled" refusal
                 self.outcome = "cancelled"
                 self.signals.cancelled.emit()
                 return
@@ -157,8 +113,8 @@ def keep_gc_pauses_short() -> None:
     A full (generation 2) collection holds the GIL while it walks every tracked object. While a background task
     creates many objects (the label check reading 2,000 cached batches), Python ran one every second, each
     100-235 ms long on a 1M-row project, and each froze the window for that long (measured with a 5 ms heartbeat;
-    the stalls matched the collections one for one). Frozen objects are no longer walked, and a full collection
-    now comes after 100 younger collections instead of 10; the pauses left during that run were 40-65 ms. Garbage
+    the stalls matched the collections one for one). Frozen objects are not walked, and a full collection comes
+    after 100 younger collections instead of the default 10; the pauses left during that run were 40-65 ms. Garbage
     in reference cycles is still collected, later."""
     global _gc_tuned
     if _gc_tuned:
@@ -187,7 +143,7 @@ class TaskManager(QObject):
         self.writer.setExpiryTimeout(-1)  # keep the writer thread: no start-up cost per edit
         self._running: dict[int, Task] = {}
 
-    def submit(self, name: str, fn: Callable[[TaskContext], Any], *, writer: bool = False,
+    def submit(self, name: str, fn: Callable[[TaskState], Any], *, writer: bool = False,
                on_done: Callable[[Any], None] | None = None, on_error: Callable[[str], None] | None = None,
                on_cancel: Callable[[], None] | None = None, on_progress: Callable[[float, str], None] | None = None,
                cancellable: bool = True, visible: bool = True) -> Task:
