@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from .. import __version__
 from ..core import batches as core_batches
 from ..core import flags as core_flags
+from ..core.operations import edits
 from ..core import review
 from ..core.operations import Changes
 from ..core.errors import HitlError
@@ -758,7 +759,7 @@ class MainWindow(QMainWindow):
         project, bid, user = self.project, self.batch_id, self.user
         value = None if text == "" else text
         self.run_write(
-            "Edit", lambda: core_flags.edit_cell(project, bid, row_id, column, value, user),
+            "Edit", lambda: edits.edit_cell(project, user, bid, row_id, column, value).result,
             lambda res: (self._apply_resolution(res),
                          self.undo_stack.push(EditCommand(self.session, self.run_undo_step, res, value))))
 
@@ -773,7 +774,7 @@ class MainWindow(QMainWindow):
         flag = cands[0]
         project, user = self.project, self.user
         self.run_write(
-            "Accept suggestion", lambda: core_flags.accept(project, flag.id, user),
+            "Accept suggestion", lambda: edits.accept_flag(project, user, flag.id).result,
             lambda res: (self._apply_resolution(res),
                          self.undo_stack.push(AcceptCommand(self.session, self.run_undo_step, flag, res))))
 
@@ -795,7 +796,7 @@ class MainWindow(QMainWindow):
             self.dismiss_dialog = None
             self._back_to_table()
             self.run_write(
-                "Dismiss flag", lambda: core_flags.dismiss(project, flag.id, user, reason),
+                "Dismiss flag", lambda: edits.dismiss_flag(project, user, flag.id, reason).result,
                 lambda res: (self._apply_resolution(res),
                              self.undo_stack.push(DismissCommand(self.session, self.run_undo_step, flag, reason))))
 
@@ -809,7 +810,7 @@ class MainWindow(QMainWindow):
             return
         project, bid, user = self.project, self.batch_id, self.user
         self.run_write(
-            "Revert cell", lambda: core_flags.revert(project, bid, cell[0], cell[1], user),
+            "Revert cell", lambda: edits.revert_cell(project, user, bid, cell[0], cell[1]).result,
             lambda res: (self._apply_resolution(res),
                          self.undo_stack.push(RevertCommand(self.session, self.run_undo_step, res))))
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from PySide6.QtGui import QUndoCommand
 
-from ..core import flags as core_flags
+from ..core.operations import edits
 from .session import WindowSession
 
 #: runs one undo/redo step: `run_step(command, fn, name)`; `fn` is called on the writer thread
@@ -58,12 +58,12 @@ class EditCommand(CoreCommand):
 
     def do_undo(self):
         w = self.session
-        return core_flags.undo_edit(w.project, self.batch_id, self.edit_id, w.user)
+        return edits.undo_edit(w.project, w.user, self.batch_id, self.edit_id).result
 
     def do_redo(self):
         w = self.session
-        res = core_flags.edit_cell(w.project, self.batch_id, self.row_id, self.column, self.value, w.user,
-                                   reason="redo", resolve_ids=self.resolved)
+        res = edits.edit_cell(w.project, w.user, self.batch_id, self.row_id, self.column, self.value,
+                              reason="redo", resolve_ids=self.resolved).result
         self.edit_id = res.edit.edit_id
         return res
 
@@ -76,11 +76,11 @@ class RevertCommand(CoreCommand):
 
     def do_undo(self):
         w = self.session
-        return core_flags.undo_edit(w.project, self.batch_id, self.edit_id, w.user)
+        return edits.undo_edit(w.project, w.user, self.batch_id, self.edit_id).result
 
     def do_redo(self):
         w = self.session
-        res = core_flags.revert(w.project, self.batch_id, self.row_id, self.column, w.user, reason="redo revert")
+        res = edits.revert_cell(w.project, w.user, self.batch_id, self.row_id, self.column, reason="redo revert").result
         self.edit_id = res.edit.edit_id
         return res
 
@@ -95,12 +95,12 @@ class AcceptCommand(CoreCommand):
     def do_undo(self):
         w = self.session
         if self.edit_id is None:
-            return core_flags.reopen(w.project, self.flag_id, w.user, reason="undo accept")
-        return core_flags.undo_edit(w.project, self.batch_id, self.edit_id, w.user)
+            return edits.reopen_flag(w.project, w.user, self.flag_id, reason="undo accept").result
+        return edits.undo_edit(w.project, w.user, self.batch_id, self.edit_id).result
 
     def do_redo(self):
         w = self.session
-        res = core_flags.accept(w.project, self.flag_id, w.user)
+        res = edits.accept_flag(w.project, w.user, self.flag_id).result
         self.edit_id = res.edit.edit_id if res.edit else None
         return res
 
@@ -114,9 +114,9 @@ class DismissCommand(CoreCommand):
 
     def do_undo(self):
         w = self.session
-        return core_flags.reopen(w.project, self.flag_id, w.user, reason="undo dismiss")
+        return edits.reopen_flag(w.project, w.user, self.flag_id, reason="undo dismiss").result
 
     def do_redo(self):
         w = self.session
-        return core_flags.dismiss(w.project, self.flag_id, w.user, self.reason)
+        return edits.dismiss_flag(w.project, w.user, self.flag_id, self.reason).result
 
