@@ -242,7 +242,7 @@ def test_all_missing_mixed_type_and_wide_columns(tmp_path):
 def test_empty_batch_and_empty_inputs_of_the_stages():
     from hitl_desktop.core.ingest import ColumnInfo
     from hitl_desktop.core.pipeline.checks_stages import Duplicates, Labels, run_cell_checks_batch
-    from hitl_desktop.core.pipeline.stage import StageContext
+    from hitl_desktop.core.pipeline.context import StageContext
 
     cols = [ColumnInfo("a", "float"), ColumnInfo("y", "text")]
     empty = pd.DataFrame({"a": pd.Series([], dtype="float64"), "y": pd.Series([], dtype=object)})

@@ -11,12 +11,13 @@ from sqlalchemy import select, update
 from hitl_desktop.core import batches as B
 from hitl_desktop.core import db
 from hitl_desktop.core.ingest import ImportOptions
-from hitl_desktop.core.pipeline import (CancelToken, Param, ParamError, PipelineError, PipelineSpec, PluginError,
+from hitl_desktop.core.pipeline import (Param, ParamError, PipelineError, PipelineSpec, PluginError,
                                         Stage, Step, UnknownPipeline, UnknownStage, add_step, add_variant,
                                         get_pipeline, lineage, list_runs, pipeline_status, registry_for,
                                         run_pipeline, save_spec, set_param, stage, step_status)
 from hitl_desktop.core.pipeline.cache import ResultStore
 from hitl_desktop.core.pipeline.registry import STAGE_PATHS_KEY
+from hitl_desktop.core.tasks import TaskState
 from hitl_desktop.core.project import Project
 from hitl_desktop.core.sources import import_file
 
@@ -494,7 +495,7 @@ def test_per_batch_user_stage_failure_registers_nothing(proj):
 
 
 def test_cancel_between_batches_keeps_project_consistent(proj):
-    token = CancelToken()
+    token = TaskState()
 
     def obs(e):
         if e.kind == "progress" and e.step == "validate" and (e.fraction or 0) > 0:
@@ -523,7 +524,7 @@ def test_cancel_kills_a_long_unit_running_in_a_worker_process(proj, tmp_path, mo
 
     reg = registry_for(proj, extra=[noop, sleeper])
     save_spec(proj, PipelineSpec("s", [Step("slow", "slow"), Step("sleeper", "sleeper", needs=["slow"])]), "ann", reg)
-    token = CancelToken()
+    token = TaskState()
 
     def obs(e):
         if e.kind == "stage_started" and e.step == "sleeper":
@@ -678,7 +679,7 @@ def test_stage_param_declaration_is_checked():
 
 
 def test_cancel_reaches_loky_workers_between_units(proj):
-    token = CancelToken()
+    token = TaskState()
     seen = []
 
     def obs(e):
@@ -711,7 +712,7 @@ def _background_pipeline(proj, after):
 
 
 def test_result_stored_in_background_is_registered_in_step_order_and_kept_on_cancel(proj):
-    token = CancelToken()
+    token = TaskState()
 
     @stage("stopper", inputs=("m",), outputs={"n": "metrics"})
     def stopper(ctx, inputs, params):
@@ -798,8 +799,10 @@ def test_stage_code_source_is_what_inspect_reads():
     from hitl_desktop.core.pipeline.builtin import BUILTIN_STAGES
 
     S = importlib.import_module("hitl_desktop.core.pipeline.stage")
+    from hitl_desktop.core.pipeline.context import StageContext
+
     objs = [o for st in BUILTIN_STAGES for o in (type(st), *st.code_deps)]
-    objs += [S.Stage, S.Param, S.StageContext, S.ProgressThrottle, json.JSONDecoder, textwrap.TextWrapper]
+    objs += [S.Stage, S.Param, StageContext, S.ProgressThrottle, json.JSONDecoder, textwrap.TextWrapper]
     for o in objs:
         assert S._source_of(o) == inspect.getsource(o), o
 
@@ -833,7 +836,7 @@ def test_cancel_during_a_short_fit_in_this_process_stops_the_run_without_waiting
 
     real = MS._fit
     monkeypatch.setattr(MS, "_fit", slow_fit)
-    token = CancelToken()
+    token = TaskState()
     threading.Thread(target=lambda: started.wait(30) and token.cancel(), daemon=True).start()
     rep = run_pipeline(proj, user="ann", stage="train", cancel=token)
     still_fitting = not release.is_set()

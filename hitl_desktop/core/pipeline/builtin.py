@@ -16,7 +16,9 @@ from .checks_stages import (FLAG_COLUMNS, ROW_FLAG_KINDS, Duplicates, Labels, ch
                             exact_row_hash, flags_to_frame, run_cell_checks_batch, value_key, value_keys,
                             _value_text)
 from .model_stages import Evaluate, Export, Featurize, Train  # the model stages (docs/models.md)
-from .stage import Param, Stage, StageContext
+from .context import StageContext
+from .registry import register_builtin_stages
+from .stage import Param, Stage
 
 _ARROW_STR = pd.StringDtype("pyarrow")
 SEVERITY_SCORE = {"high": 1.0, "medium": 0.6, "low": 0.3}
@@ -115,3 +117,4 @@ class Clean(Stage):
 
 BUILTIN_STAGES: list[Stage] = [Validate(), Clean(), Duplicates(), Labels(), Featurize(), Train(), Evaluate(),
                                Export()]
+register_builtin_stages(BUILTIN_STAGES)

@@ -28,7 +28,8 @@ from sqlalchemy import select
 from .. import db
 from ..util import canonical_json, sha256_text
 from .model_stages import _as_arrow, _combine
-from .stage import Param, Stage, StageContext
+from .context import StageContext
+from .stage import Param, Stage
 
 SCHEMA_KEY = "checks.schema"
 PROFILE_KEY = "checks.profile."
@@ -144,10 +145,9 @@ def save_schema(project, schema: dict[str, Any], user: str, action: str, payload
 def label_check_note(project, pipeline: str | None = None) -> str | None:
     """Why the last label check flagged nothing (or None when it ran, or never ran)."""
     from .cache import ResultStore
-    from .engine import _last_steps
-    from .spec import DEFAULT_PIPELINE
+    from .spec import DEFAULT_PIPELINE, last_steps
 
-    ok = _last_steps(project, pipeline or DEFAULT_PIPELINE).get("labels", {}).get("ok")
+    ok = last_steps(project, pipeline or DEFAULT_PIPELINE).get("labels", {}).get("ok")
     if not ok or not ok.get("key"):
         return None
     with project.read() as conn:

@@ -22,17 +22,19 @@ from sqlalchemy import and_, delete, func, select
 from .. import audit, db, threads
 from ..batches import _apply_overrides, _to_pandas  # the loaders' own conversion, so workers see what load_batch sees
 from ..errors import HitlError, NotFound
+from ..tasks import Cancelled, TaskState
 from ..project import Project, _pid_alive
 from ..sources import SourceInfo, get_source
 from ..util import canonical_json, gc_paused, os_user, sha256_text, utc_now
-from . import parallel
-from .builtin import FLAG_COLUMNS
+from .builtin import FLAG_COLUMNS  # importing builtin also registers the built-in stages
 from .cache import ResultStore, read_result, result_kind, write_result
 from .errors import CorruptResult, OutputMismatch, PipelineError, RunCancelled, StageFailed
-from .events import CancelToken, Observer, RunEvent, make_emitter
+from .events import Observer, RunEvent, make_emitter
+from .parallel import ParallelConfig, config_from_meta, run_units
 from .registry import Registry, registry_for
-from .spec import PipelineSpec, ResolvedStep, get_pipeline, list_pipelines, resolve
-from .stage import Cancelled, ProgressThrottle, Stage, StageContext
+from .spec import PipelineSpec, ResolvedStep, get_pipeline, last_steps, list_pipelines, resolve
+from .context import StageContext
+from .stage import ProgressThrottle, Stage
 
 SELECT_STATUSES = {"approved": ("approved",), "not_rejected": ("queued", "in_review", "approved"),
                    "all": ("queued", "in_review", "approved", "rejected")}
@@ -438,7 +440,7 @@ def _unit_worker(t: _UnitTask) -> dict[str, Any]:
 
 class _Run:
     def __init__(self, project: Project, spec: PipelineSpec, registry: Registry, user: str, observer: Observer,
-                 cancel: CancelToken, cfg: parallel.ParallelConfig, keep_outputs: bool = False) -> None:
+                 cancel: TaskState, cfg: ParallelConfig, keep_outputs: bool = False) -> None:
         self.project = project
         self.keep_outputs = keep_outputs
         self.spec = spec
@@ -541,7 +543,7 @@ class _Run:
         try:
             for n in names:
                 current = n
-                if self.cancel.is_cancelled:
+                if self.cancel.cancelled():
                     raise Cancelled()
                 sp = self.plan.steps[n]
                 if sp.per_batch:
@@ -654,7 +656,7 @@ class _Run:
         stop_file = self.store.root / "tmp" / f"{os.getpid()}-cancel-{self.run_id}"
         stop_file.parent.mkdir(parents=True, exist_ok=True)
         remove_hook = self.cancel.on_cancel(lambda: stop_file.touch())
-        units = parallel.run_units(_unit_worker, tasks, self.cfg, self.cancel.event, str(stop_file))
+        units = run_units(_unit_worker, tasks, self.cfg, self.cancel.cancel_event, str(stop_file))
         try:
             for res in units:
                 if "error" in res:
@@ -794,7 +796,7 @@ class _Run:
 
     def _previous(self, sp: StepPlan) -> Any:
         """The last result of this step in this pipeline (an incremental stage decides what to redo), or None."""
-        ok = _last_steps(self.project, self.spec.name).get(sp.name, {}).get("ok")
+        ok = last_steps(self.project, self.spec.name).get(sp.name, {}).get("ok")
         if not ok or not ok.get("key"):
             return None
         try:
@@ -820,7 +822,7 @@ class _Run:
                 inputs = self._inputs_for(sp)
         except CorruptResult as exc:
             self._fail(sp, f"step '{sp.name}': an input changed on disk during the run ({exc}); run again", t0, [])
-        ctx = StageContext(sp.name, progress, self.cancel.event)
+        ctx = StageContext(sp.name, progress, self.cancel)
         if self._pending is not None:  # the step before's result is stored while this step's unit runs
             ctx.unit_started = self._pending.begin
         t_c = time.perf_counter()
@@ -835,7 +837,7 @@ class _Run:
             self._fail(sp, f"stage '{sp.stage.name}' (step '{sp.name}') failed: {type(exc).__name__}: "
                        f"{_first_line(exc)}", t0, [])
         compute = time.perf_counter() - t_c
-        if self.cancel.is_cancelled:
+        if self.cancel.cancelled():
             raise Cancelled()
         sp.notes = list(sp.notes) + list(getattr(ctx, "notes", []))
         for note in getattr(ctx, "notes", []):
@@ -1000,7 +1002,7 @@ def _store_flags(conn, flags_by_batch: dict[int, list[tuple] | None], run_id: in
 
 
 def run_pipeline(project: Project, pipeline: str | None = None, stage: str | None = None, *, user: str | None = None,
-                 observer: Observer = None, cancel: CancelToken | None = None, n_jobs: int | None = None,
+                 observer: Observer = None, cancel: TaskState | None = None, n_jobs: int | None = None,
                  backend: str | None = None, registry: Registry | None = None,
                  keep_outputs: bool = False) -> RunReport:
     """Run what is stale in `pipeline` (or only step `stage` and what it needs). Blocking; call it off the GUI thread.
@@ -1014,29 +1016,12 @@ def run_pipeline(project: Project, pipeline: str | None = None, stage: str | Non
     reap_interrupted(project)
     registry = registry or registry_for(project)
     spec = get_pipeline(project, pipeline)
-    cfg = parallel.config_from_meta(project, n_jobs=n_jobs, backend=backend)
-    r = _Run(project, spec, registry, user or os_user(), observer, cancel or CancelToken(), cfg, keep_outputs)
+    cfg = config_from_meta(project, n_jobs=n_jobs, backend=backend)
+    r = _Run(project, spec, registry, user or os_user(), observer, cancel if cancel is not None else TaskState(), cfg, keep_outputs)
     return r.run(stage)
 
 
 # --- status -------------------------------------------------------------------------------------------------------
-
-
-def _last_steps(project: Project, pipeline: str) -> dict[str, dict[str, Any]]:
-    """Per step: the latest successful {key} and the latest attempt {outcome, key, error} of this pipeline."""
-    with project.read() as conn:
-        rows = conn.execute(select(db.runs.c.id, db.runs.c.detail_json, db.runs.c.status)
-                            .where(db.runs.c.pipeline == pipeline).order_by(db.runs.c.id.desc()).limit(200)).all()
-    out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        steps = json.loads(r.detail_json or "{}").get("steps", {})
-        for name, s in steps.items():
-            d = out.setdefault(name, {})
-            if "attempt" not in d:
-                d["attempt"] = {**s, "run": r.id}
-            if "ok" not in d and s.get("outcome") in ("computed", "reused"):
-                d["ok"] = {**s, "run": r.id}
-    return out
 
 
 def _source_line(project: Project, s: dict[str, Any]) -> str:
@@ -1162,12 +1147,12 @@ def step_status(project: Project, spec: PipelineSpec, registry: Registry | None 
     store = ResultStore(project.path, writable=not project.read_only)
     plan = Plan(project, spec, registry, store)
     plan.check(list(plan.steps))
-    last = _last_steps(project, spec.name)
+    last = last_steps(project, spec.name)
     others: dict[tuple[str, str], dict[str, Any]] = {}
     with project.read() as conn:
         names = [r for r in conn.execute(select(db.pipelines.c.name)).scalars() if r != spec.name]
     for other in names:
-        for step_name, info in _last_steps(project, other).items():
+        for step_name, info in last_steps(project, other).items():
             if info.get("ok") and (step_name, info["ok"].get("stage")) not in others:
                 others[(step_name, info["ok"].get("stage"))] = info["ok"]
     out: list[StepStatus] = []
@@ -1260,7 +1245,7 @@ def _find_result(project: Project, ref: str) -> Any:
         pname, _, step = ref.rpartition(":")
         spec = get_pipeline(project, pname or None)
         spec.step(step)
-        ok = _last_steps(project, spec.name).get(step, {}).get("ok")
+        ok = last_steps(project, spec.name).get(step, {}).get("ok")
         if not ok:
             raise NotFound(f"step '{step}' of pipeline '{spec.name}' has no result yet: run it first "
                            f"(`hitl run DIR --pipeline {spec.name} --stage {step}`)")
@@ -1370,9 +1355,5 @@ def _lineage_node(project: Project, conn, row: Any, depth: int) -> dict[str, Any
     return node
 
 
-def all_stages(project: Project | None = None) -> list[dict[str, Any]]:
-    return [s.to_json() for s in registry_for(project).all()]
-
-
 __all__ = ["run_pipeline", "pipeline_status", "step_status", "list_runs", "lineage", "reap_interrupted",
-           "RunReport", "StepOutcome", "StepStatus", "Plan", "all_stages"]
+           "RunReport", "StepOutcome", "StepStatus", "Plan"]

@@ -6,9 +6,10 @@ Progress events are throttled (at most every 0.2 s or 2 %) so an observer never 
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol, Union
+
+from ..tasks import TaskState
 
 EVENT_KINDS = (
     "run_started",      # data: run_id, steps (the steps in scope, in order)
@@ -53,38 +54,6 @@ def make_emitter(observer: Observer) -> Callable[[RunEvent], None]:
     return fn  # type: ignore[return-value]
 
 
-class CancelToken:
-    """Cooperative cancellation: `cancel()` from any thread; the run stops between work units (< 1 s)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._callbacks: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.event.set()
-            callbacks = list(self._callbacks)
-        for cb in callbacks:
-            try:
-                cb()
-            except Exception:
-                pass
-
-    def on_cancel(self, cb: Callable[[], None]) -> Callable[[], None]:
-        """Call `cb` when cancelled (at once if already); returns a function removing it."""
-        with self._lock:
-            self._callbacks.append(cb)
-            already = self.event.is_set()
-        if already:
-            cb()
-
-        def remove() -> None:
-            with self._lock:
-                if cb in self._callbacks:
-                    self._callbacks.remove(cb)
-        return remove
-
-    @property
-    def is_cancelled(self) -> bool:
-        return self.event.is_set()
+#: Deprecated name of `core.tasks.TaskState` (the one cancel flag and progress sink), kept while callers switch:
+#: ``token = CancelToken(); token.cancel()`` still works. New code passes a TaskState to `run_pipeline(cancel=...)`.
+CancelToken = TaskState

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .stage import Param, Stage, StageContext
+from .context import StageContext
+from .stage import Param, Stage
 
 ESTIMATORS = ("logreg", "forest", "hgb")
 MISSING_CATEGORY = "(missing)"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import PipelineError
-from .stage import Cancelled
+from ..tasks import Cancelled
 
 BACKENDS = ("loky", "threading", "sequential", "dask")
 _dask_clients: dict[str, Any] = {}
@@ -109,7 +109,7 @@ def run_units(fn: Callable[[Any], Any], tasks: list[Any], cfg: ParallelConfig,
               cancel: threading.Event, stop_file: str | None = None) -> Iterator[Any]:
     """Yield fn(task) results (unordered) as they complete; stop when `cancel` is set.
 
-    The caller creates `stop_file` when cancelling (see CancelToken callbacks); workers see it between units and
+    The caller creates `stop_file` when cancelling (see TaskState.on_cancel); workers see it between units and
     return early, so in-flight chunks end within one unit. Raises Cancelled.
     """
     if not tasks:

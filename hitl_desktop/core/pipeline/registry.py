@@ -17,12 +17,20 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Iterable
 
-from .builtin import BUILTIN_STAGES
 from .errors import PluginError, UnknownStage
 from .stage import Stage, validate_stage_definition
 
 ENTRY_POINT_GROUP = "hitl_desktop.stages"
 STAGE_PATHS_KEY = "settings.stage_paths"
+
+#: the built-in stages, first in every registry; builtin.py registers them when imported (the package imports it),
+#: so this module does not depend on the stage implementations
+_builtin_stages: list[Stage] = []
+
+
+def register_builtin_stages(stages: Iterable[Stage]) -> None:
+    """Set the built-in stages (called once by builtin.py; a second call replaces the list)."""
+    _builtin_stages[:] = list(stages)
 
 
 def _stages_in(obj: Any, origin: str) -> list[Stage]:
@@ -155,7 +163,7 @@ class Registry:
 
 def registry_for(project: Any = None, extra: Iterable[Stage] = ()) -> Registry:
     """Built-ins, entry points, the project's stage files, and `extra` (tests, embedding applications)."""
-    stages: list[Stage] = list(BUILTIN_STAGES)
+    stages: list[Stage] = list(_builtin_stages)
     stages += _load_entry_points()
     for p in stage_paths(project):
         stages += _load_file(p)

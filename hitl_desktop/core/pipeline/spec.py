@@ -31,6 +31,23 @@ DEFAULT_PIPELINE = "default"
 DATA_INPUTS = ("batch",)
 
 
+def last_steps(project: Project, pipeline: str) -> dict[str, dict[str, Any]]:
+    """Per step: the latest successful {key} and the latest attempt {outcome, key, error} of this pipeline's runs."""
+    with project.read() as conn:
+        rows = conn.execute(select(db.runs.c.id, db.runs.c.detail_json, db.runs.c.status)
+                            .where(db.runs.c.pipeline == pipeline).order_by(db.runs.c.id.desc()).limit(200)).all()
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        steps = json.loads(r.detail_json or "{}").get("steps", {})
+        for name, s in steps.items():
+            d = out.setdefault(name, {})
+            if "attempt" not in d:
+                d["attempt"] = {**s, "run": r.id}
+            if "ok" not in d and s.get("outcome") in ("computed", "reused"):
+                d["ok"] = {**s, "run": r.id}
+    return out
+
+
 @dataclass
 class Step:
     name: str

@@ -31,9 +31,13 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ..tasks import Cancelled  # the one cancel exception (core.tasks); re-exported for stage authors
 from .errors import OutputMismatch, ParamError
+
+if TYPE_CHECKING:  # StageContext (context.py) sits above this module and parallel.py: annotations only
+    from .context import StageContext
 
 OUTPUT_KINDS = ("table", "object", "metrics")
 
@@ -98,62 +102,6 @@ class Param:
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type.__name__, "default": self.default, "min": self.min, "max": self.max,
                 "choices": list(self.choices) if self.choices else None, "help": self.help}
-
-
-class Cancelled(Exception):
-    """Raised inside a stage (by `ctx.check_cancelled()`) or by the engine when a run is cancelled."""
-
-
-class StageContext:
-    """What a stage sees of the engine: progress reporting and cancellation. Thread-safe; no Qt."""
-
-    def __init__(self, step: str = "", on_progress: Callable[[float, str], None] | None = None,
-                 cancel_event: threading.Event | None = None) -> None:
-        self.step = step
-        self._on_progress = on_progress
-        self._cancel = cancel_event or threading.Event()
-        #: one-line notes a (whole-data) stage leaves for the run record, e.g. why a check was skipped
-        self.notes: list[str] = []
-        #: called once when the stage hands its long unit over (`call_in_process` / `call_in_thread`): the engine
-        #: then starts storing the step before's result, so that work overlaps the unit rather than its set-up
-        self.unit_started: Callable[[], None] | None = None
-
-    def _started(self) -> None:
-        cb, self.unit_started = self.unit_started, None
-        if cb is not None:
-            cb()
-
-    def note(self, message: str) -> None:
-        """Record a one-line note: shown by `hitl run`, kept in the run's detail (`hitl runs --json`)."""
-        self.notes.append(" ".join(str(message).split()))
-
-    def report(self, fraction: float, message: str = "") -> None:
-        if self._on_progress is not None:
-            self._on_progress(max(0.0, min(1.0, float(fraction))), message)
-
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def check_cancelled(self) -> None:
-        if self._cancel.is_set():
-            raise Cancelled()
-
-    def call_in_process(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run `fn(*args)` in a worker process and wait, cancelling within ~0.1 s (the worker is killed).
-
-        Use this for a long single unit (a model fit) that must stay cancellable: threads cannot be killed.
-        """
-        from .parallel import call_in_process
-
-        return call_in_process(fn, args, kwargs, self._cancel, started=self._started)
-
-    def call_in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run `fn(*args)` in a thread of this process and wait: no copy of the data to a worker, for a unit known
-        to be short (a small model fit). A cancel returns at once; the abandoned unit finishes in the background
-        (threads cannot be killed) and its result is dropped."""
-        from .parallel import call_in_thread
-
-        return call_in_thread(fn, args, kwargs, self._cancel, started=self._started)
 
 
 class Stage:
@@ -401,5 +349,5 @@ class ProgressThrottle:
         self.emit(fraction, message)
 
 
-__all__ = ["Param", "Stage", "FunctionStage", "StageContext", "Cancelled", "stage", "OUTPUT_KINDS",
+__all__ = ["Param", "Stage", "FunctionStage", "Cancelled", "stage", "OUTPUT_KINDS",
            "validate_stage_definition", "ProgressThrottle"]
