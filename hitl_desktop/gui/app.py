@@ -27,8 +27,7 @@ def demo_dir() -> Path:
 
 def ensure_demo(path: Path, user: str | None, run_checks: bool = True) -> tuple[Path, bool]:
     """Create the demo project at `path` unless it is already there, with its checks run. Returns (path, created)."""
-    import threading
-
+    
     from ..core import db
     from ..core.demo import create_demo_project
     from . import services
@@ -39,8 +38,7 @@ def ensure_demo(path: Path, user: str | None, run_checks: bool = True) -> tuple[
     project = create_demo_project(path, user)
     try:
         if run_checks and services.checks_runner() is not None:
-            services.run_checks(project, user or project.meta("created_by") or "", lambda f, m: None,
-                                threading.Event())
+            services.run_checks(project, user or project.meta("created_by") or "")
     finally:
         project.close()
     return path, True

@@ -895,7 +895,7 @@ class MainWindow(QMainWindow):
         project, user = self.project, self.user
 
         def work(ctx):
-            return services.run_checks(project, user, ctx.report, ctx.cancel_event)
+            return services.run_checks(project, user, ctx)
 
         def done(_r):
             self.statusBar().showMessage("Checks finished", 4000)
@@ -920,7 +920,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Pipeline run {status}", 5000)
             self.refresh_all()
 
-        self.tasks.submit("Pipeline", lambda ctx: services.run_stages(project, user, ctx.report, ctx.cancel_event),
+        self.tasks.submit("Pipeline", lambda ctx: services.run_stages(project, user, ctx),
                           on_done=done, on_error=lambda m: (show_error(self, "Pipeline", m), self._refresh_pipeline_tab()),
                           on_cancel=lambda: (self.statusBar().showMessage("Pipeline run cancelled", 5000),
                                              self._refresh_pipeline_tab()))

@@ -8,7 +8,6 @@ the refusal reason on the disabled button; the core checks again when the action
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable, Sequence
 
 from PySide6.QtCore import Qt, Signal
@@ -355,22 +354,7 @@ class ModelsTab(QWidget):
         self.note.setText("Training…")
 
         def work(ctx):
-            from ..core.pipeline.events import CancelToken
-
-            token = CancelToken()
-            stop = threading.Event()
-
-            def watch() -> None:
-                while not stop.is_set():
-                    if ctx.cancel_event.wait(0.05):
-                        token.cancel()
-                        return
-
-            threading.Thread(target=watch, daemon=True).start()
-            try:
-                return core_models.train(project, user, target, est, {}, None, approved_only, cancel=token)
-            finally:
-                stop.set()
+            return core_models.train(project, user, target, est, {}, None, approved_only, cancel=ctx)
 
         def done(res):
             m = res.model

@@ -7,12 +7,12 @@ the window greys out what needs a missing one with the reason, instead of re-imp
 from __future__ import annotations
 
 import importlib
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..core import audit, batches, flags, review
 from ..core.errors import HitlError
+from ..core.tasks import TaskState
 from ..core.project import Project
 
 
@@ -139,27 +139,17 @@ def checks_runner() -> Callable[..., Any] | None:
     return run_checks if pipeline() is not None else None
 
 
-def run_stages(project: Project, user: str, report: Callable[[float, str], None], cancel_event: threading.Event,
-               pipeline_name: str | None = None, stage: str | None = None, checks: bool = False) -> Any:
+def run_stages(project: Project, user: str, task: TaskState, pipeline_name: str | None = None,
+               stage: str | None = None, checks: bool = False) -> Any:
     """Run the pipeline (or one stage and what it needs) with progress for the window; blocking, off the GUI thread.
 
-    The engine's run events become overall progress (steps done + the current step's fraction); a Cancel in the
-    window sets `cancel_event`, which cancels the engine's token (it stops between work units, within a second).
+    The engine's run events become overall progress on `task` (steps done + the current step's fraction); the
+    window's Cancel cancels that same `task`, which the engine sees (it stops between work units, within a second).
     """
     pl = pipeline()
     if pl is None:
         raise HitlError("this build has no pipeline engine")
-    token = pl.CancelToken()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            if cancel_event.wait(0.05):
-                token.cancel()
-                return
-
-    watcher = threading.Thread(target=watch, name="hitl-cancel-watch", daemon=True)
-    watcher.start()
+    report = task.report
     steps: list[str] = []
 
     def observer(ev) -> None:
@@ -181,23 +171,18 @@ def run_stages(project: Project, user: str, report: Callable[[float, str], None]
         elif ev.kind == "stage_failed":
             report((i + 1) / n, f"{ev.step}: failed: {ev.message}")
 
-    try:
-        if checks:
-            results = review.run_checks(project, user, pipeline_name, observer=observer, cancel=token)
-            result = results[-1]
-        else:
-            result = pl.run_pipeline(project, pipeline_name, stage, user=user, observer=observer, cancel=token)
-    finally:
-        stop.set()
-    if cancel_event.is_set():
+    if checks:
+        result = review.run_checks(project, user, pipeline_name, observer=observer, cancel=task)[-1]
+    else:
+        result = pl.run_pipeline(project, pipeline_name, stage, user=user, observer=observer, cancel=task)
+    if task.cancelled():
         return result
     return result.raise_for_status() if checks else result
 
 
-def run_checks(project: Project, user: str, report: Callable[[float, str], None],
-               cancel_event: threading.Event) -> Any:
+def run_checks(project: Project, user: str, task: TaskState | None = None) -> Any:
     """The automatic checks, exactly as `hitl checks`: core.review.run_checks (validate, duplicates, labels)."""
-    return run_stages(project, user, report, cancel_event, checks=True)
+    return run_stages(project, user, task if task is not None else TaskState(), checks=True)
 
 
 def pipeline_status(project: Project) -> tuple[list[list[str]], list[list[str]]]:
