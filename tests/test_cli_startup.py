@@ -52,3 +52,27 @@ def test_model_choices_match_the_core():
     sub = next(a for a in parser._actions if a.dest == "command")
     model = next(a for a in sub.choices["train"]._actions if a.dest == "model")
     assert tuple(model.choices) == tuple(model_stages.ESTIMATORS)
+
+
+def test_module_entry_runs_commands(tmp_path):
+    """`python -m hitl_desktop.cli.main COMMAND` dispatches like the `hitl` entry point (one line, exit 2)."""
+    missing = tmp_path / "none"
+    out = subprocess.run([sys.executable, "-m", "hitl_desktop.cli.main", "batches", str(missing)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("hitl: error: no project at"), out.stderr
+
+
+def test_version_in_process_matches_argparse(capsys):
+    import pytest
+
+    from hitl_desktop.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"hitl-desktop {hitl_desktop.__version__}\n"
+    with pytest.raises(SystemExit) as exc:
+        main(["--as", "someone", "--version"])  # the parser's own version action: the same output
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"hitl-desktop {hitl_desktop.__version__}\n"
