@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..core import bundle as BD
 from ..core.errors import HitlError
+from ._lazy import lazy
+from .choices import BUNDLE_TAKES
 from .context import actor, login, open_project, require
 from .main import _Parser, command, emit
+
+BD = lazy("hitl_desktop.core.bundle")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("file", metavar="FILE", help="the .hitlreview file")
     a.add_argument("--dry-run", action="store_true", help="check the bundle and list what would merge and the "
                                                           "conflicts; change nothing")
-    a.add_argument("--take", choices=BD.TAKES, metavar="home|away",
+    a.add_argument("--take", choices=BUNDLE_TAKES, metavar="home|away",
                    help="resolve every open conflict this way (else resolve them one by one)")
     a.add_argument("--resolve", action="append", default=[], metavar="CONFLICT=home|away",
                    help="resolve one conflict (repeatable), e.g. --resolve cell:3:1207:species=away")
@@ -37,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("dir", metavar="DIR", help="home project folder")
     a.add_argument("file", metavar="FILE", help="the .hitlreview file")
     a.add_argument("conflict", metavar="CONFLICT", help="conflict id as listed by `hitl bundle import --dry-run`")
-    a.add_argument("take", choices=BD.TAKES, metavar="home|away")
+    a.add_argument("take", choices=BUNDLE_TAKES, metavar="home|away")
     a.add_argument("--json", action="store_true", help="machine-readable output")
 
     a = bs.add_parser("info", help="show what a bundle holds (no checks)")

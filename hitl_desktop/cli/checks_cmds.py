@@ -11,17 +11,19 @@ import json
 import sys
 from typing import Any
 
-from sqlalchemy import delete, func, select
-
-from ..core import audit, db
-from ..core import flags as F
-from ..core.checks import Rule, validate_rule
 from ..core.errors import HitlError, NotFound
-from ..core.pipeline import checks_stages as CS
-from ..core.review import open_flag_counts, ordered_flags, run_checks
-from ..core.sources import get_source
+from ._lazy import lazy
 from .context import open_project, require
 from .main import command, emit, table
+
+_sa = lazy("sqlalchemy")
+audit = lazy("hitl_desktop.core.audit")
+db = lazy("hitl_desktop.core.db")
+F = lazy("hitl_desktop.core.flags")
+_checks = lazy("hitl_desktop.core.checks")
+CS = lazy("hitl_desktop.core.pipeline.checks_stages")
+_review = lazy("hitl_desktop.core.review")
+_sources = lazy("hitl_desktop.core.sources")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,9 +105,9 @@ def cmd_checks(args: argparse.Namespace) -> int:
     with open_project(args) as project:
         user = require(project, args, "run")
         printer = None if args.json else _Printer()
-        reports = run_checks(project, user, args.pipeline, observer=printer, n_jobs=args.jobs)
+        reports = _review.run_checks(project, user, args.pipeline, observer=printer, n_jobs=args.jobs)
         notes = [n for r in reports for s in r.steps for n in s.notes]
-        counts = open_flag_counts(project)
+        counts = _review.open_flag_counts(project)
     data = {"runs": [r.to_json() for r in reports], "notes": notes, "open_flags": counts}
 
     def text() -> str:
@@ -134,9 +136,9 @@ def cmd_flags(args: argparse.Namespace) -> int:
     with open_project(args) as project:
         if args.batch is not None:
             with project.read() as conn:
-                if conn.execute(select(db.batches.c.id).where(db.batches.c.id == args.batch)).first() is None:
+                if conn.execute(_sa.select(db.batches.c.id).where(db.batches.c.id == args.batch)).first() is None:
                     raise NotFound(f"no batch {args.batch} in this project: list them with `hitl batches DIR`")
-        data = ordered_flags(project, args.batch, args.open, args.kind)
+        data = _review.ordered_flags(project, args.batch, args.open, args.kind)
         label_note = CS.label_check_note(project)
     shown = data[: args.limit] if args.limit else data
 
@@ -194,10 +196,10 @@ def cmd_dismiss(args: argparse.Namespace) -> int:
 
 def _latest_source(project):
     with project.read() as conn:
-        sid = conn.execute(select(func.max(db.sources.c.id))).scalar()
+        sid = conn.execute(_sa.select(_sa.func.max(db.sources.c.id))).scalar()
     if sid is None:
         raise HitlError("the project has no data yet: import a file first (`hitl import DIR FILE`)")
-    return get_source(project, sid)
+    return _sources.get_source(project, sid)
 
 
 def _validate_params(project) -> dict[str, Any]:
@@ -260,7 +262,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             if CS.pinned_schema(project) is None:
                 raise HitlError("no schema is pinned")
             with project.write() as conn:
-                conn.execute(delete(db.meta).where(db.meta.c.key == CS.SCHEMA_KEY))
+                conn.execute(_sa.delete(db.meta).where(db.meta.c.key == CS.SCHEMA_KEY))
                 project._meta_cache.pop(CS.SCHEMA_KEY, None)
                 audit.append(conn, user, "schema.unpin", "schema", {})
             emit(args, {"pinned": False}, "schema unpinned: the checks use the profile computed from the data")
@@ -340,14 +342,14 @@ def cmd_rules(args: argparse.Namespace) -> int:
             if args.kind in ("min", "max", "allowed", "regex") and value is None:
                 raise HitlError(f"rule {args.name}: {args.kind} needs a VALUE")
             try:
-                rule = validate_rule(Rule(args.column, args.kind, value, args.name, args.severity, args.message),
+                rule = _checks.validate_rule(_checks.Rule(args.column, args.kind, value, args.name, args.severity, args.message),
                                      [c.name for c in source.columns])
             except ValueError as exc:
                 raise HitlError(str(exc)) from None
             user = require(project, args, "edit")
             stored_value = list(rule.value) if isinstance(rule.value, tuple) else rule.value
             with project.write() as conn:
-                if conn.execute(select(db.rules.c.id).where(db.rules.c.name == args.name)).first():
+                if conn.execute(_sa.select(db.rules.c.id).where(db.rules.c.name == args.name)).first():
                     raise HitlError(f"a rule named '{args.name}' exists: remove it first")
                 from ..core.util import utc_now
 
@@ -364,10 +366,10 @@ def cmd_rules(args: argparse.Namespace) -> int:
             return 0
         user = require(project, args, "edit")
         with project.write() as conn:
-            r = conn.execute(select(db.rules).where(db.rules.c.name == args.name)).first()
+            r = conn.execute(_sa.select(db.rules).where(db.rules.c.name == args.name)).first()
             if r is None:
                 raise NotFound(f"no rule named '{args.name}' (list them with `hitl rules DIR list`)")
-            conn.execute(delete(db.rules).where(db.rules.c.id == r.id))
+            conn.execute(_sa.delete(db.rules).where(db.rules.c.id == r.id))
             audit.append(conn, user, "rule.remove", f"rule:{args.name}",
                          {"name": r.name, "column": r.column, "kind": r.kind, "params": json.loads(r.params_json)})
         emit(args, {"removed": args.name}, f"rule {args.name} removed")
@@ -375,3 +377,9 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 __all__ = ["ordered_flags", "register"]
+
+
+def __getattr__(name: str) -> Any:  # `ordered_flags` stays importable from here (see __all__), loaded on use
+    if name == "ordered_flags":
+        return _review.ordered_flags
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

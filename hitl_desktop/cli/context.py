@@ -11,11 +11,13 @@ import getpass
 import os
 import sys
 
-from ..core import identity
-from ..core.batches import MEANINGS
 from ..core.errors import HitlError
-from ..core.project import Project
 from ..core.util import os_user
+from ._lazy import lazy
+
+identity = lazy("hitl_desktop.core.identity")
+_batches = lazy("hitl_desktop.core.batches")
+_project = lazy("hitl_desktop.core.project")
 
 PASSWORD_ENV = "HITL_PASSWORD"
 NEW_PASSWORD_ENV = "HITL_NEW_PASSWORD"
@@ -25,8 +27,8 @@ def actor(args: argparse.Namespace) -> str:
     return getattr(args, "as_user", None) or os_user()
 
 
-def open_project(args: argparse.Namespace) -> Project:
-    return Project.open(args.dir)
+def open_project(args: argparse.Namespace) -> _project.Project:
+    return _project.Project.open(args.dir)
 
 
 def _prompt(prompt: str, env: str, confirm: bool = False) -> str:
@@ -52,21 +54,21 @@ def new_password(prompt: str, env: str = NEW_PASSWORD_ENV) -> str:
     return _prompt(prompt, env, confirm=True)
 
 
-def init_project(args: argparse.Namespace) -> Project:
+def init_project(args: argparse.Namespace) -> _project.Project:
     """Create a project with the acting user as admin; their password comes from HITL_PASSWORD or a prompt."""
     user = actor(args)
     pw = new_password(f"choose a password for {user} (admin of the new project): ", PASSWORD_ENV)
     identity.check_password_quality(pw)
-    return Project.init(args.dir, user=user, full_name=getattr(args, "full_name", None),
+    return _project.Project.init(args.dir, user=user, full_name=getattr(args, "full_name", None),
                         name=getattr(args, "name", None), password=pw)
 
 
-def login(project: Project, args: argparse.Namespace, purpose: str = "") -> identity.Session:
+def login(project: _project.Project, args: argparse.Namespace, purpose: str = "") -> identity.Session:
     user = actor(args)
     return identity.authenticate(project, user, password(user, purpose))
 
 
-def require(project: Project, args: argparse.Namespace, permission: str, batch: int | None = None) -> str:
+def require(project: _project.Project, args: argparse.Namespace, permission: str, batch: int | None = None) -> str:
     """Return the acting user once they hold `permission` (role checked first, then their password).
 
     Refusals name the role needed and are recorded in the audit trail by the core.
@@ -77,7 +79,7 @@ def require(project: Project, args: argparse.Namespace, permission: str, batch: 
     return user
 
 
-def signer_for(project: Project, args: argparse.Namespace, action: str):
+def signer_for(project: _project.Project, args: argparse.Namespace, action: str):
     """Return (user, signer) for a decision. Approve, reject and reopen ask for the password at that moment."""
     user = actor(args)
     batch = getattr(args, "batch", None)
@@ -85,6 +87,6 @@ def signer_for(project: Project, args: argparse.Namespace, action: str):
     if action not in identity.SIGNED_ACTIONS:
         identity.authenticate(project, user, password(user))
         return user, None
-    meaning = MEANINGS.get(action, action)
+    meaning = _batches.MEANINGS.get(action, action)
     pw = password(user, f"signing: batch {batch} {meaning}" if batch is not None else f"signing: {meaning}")
     return user, identity.signer(project, user, pw)

@@ -6,13 +6,15 @@ import math
 import sys
 from typing import Any
 
-from ..core import batches as B
 from ..core.errors import HitlError
-from ..core.ingest import ImportOptions
-from ..core.project import Project
-from ..core.sources import import_file, list_sources
+from ._lazy import lazy
+from .choices import BATCH_STATUSES
 from .context import actor, open_project
 from .main import command, emit, table
+
+B = lazy("hitl_desktop.core.batches")
+_ingest = lazy("hitl_desktop.core.ingest")
+_sources = lazy("hitl_desktop.core.sources")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("sources", "list imported data source versions")
 
     p = add("batches", "list batches, riskiest first")
-    p.add_argument("--status", choices=B.STATUSES, help="only batches in this state")
+    p.add_argument("--status", choices=BATCH_STATUSES, help="only batches in this state")
 
     p = add("show", "print a batch's current values")
     p.add_argument("batch", type=int, metavar="BATCH")
@@ -86,13 +88,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 @command("import")
 def cmd_import(args: argparse.Namespace) -> int:
-    opts = ImportOptions(label=args.label, batch_size=args.batch_size, delimiter=args.delimiter,
+    opts = _ingest.ImportOptions(label=args.label, batch_size=args.batch_size, delimiter=args.delimiter,
                          encoding=args.encoding, sheet=args.sheet)
     with open_project(args) as project:
         from .context import require
 
         user = require(project, args, "edit")
-        rep = import_file(project, args.file, opts, user=user)
+        rep = _sources.import_file(project, args.file, opts, user=user)
     for note in rep.notes:
         if not args.json:
             sys.stderr.write(f"hitl: note: {note}\n")
@@ -114,7 +116,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 @command("sources")
 def cmd_sources(args: argparse.Namespace) -> int:
     with open_project(args) as project:
-        srcs = list_sources(project)
+        srcs = _sources.list_sources(project)
     emit(args, [s.to_json() for s in srcs], lambda: table(
         [[s.id, s.file_name, s.row_count, s.sha256[:12], s.imported_by, s.imported_at[:19]] for s in srcs],
         ["id", "file", "rows", "sha256", "by", "at"]) if srcs else "no sources yet: `hitl import DIR FILE`")

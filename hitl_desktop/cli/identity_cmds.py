@@ -4,9 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core import audit, identity
+from ._lazy import lazy
+from .choices import ROLES
 from .context import actor, login, new_password, open_project, password, require
 from .main import _Parser, command, emit, table
+
+audit = lazy("hitl_desktop.core.audit")
+identity = lazy("hitl_desktop.core.identity")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     us = p.add_subparsers(dest="users_cmd", metavar="ACTION", parser_class=_Parser, required=True)
     a = us.add_parser("add", help="add a user (password from HITL_NEW_PASSWORD or a prompt)")
     a.add_argument("name", metavar="NAME")
-    a.add_argument("--role", required=True, choices=identity.ROLES)
+    a.add_argument("--role", required=True, choices=ROLES)
     a.add_argument("--full-name", help="full name shown on their signatures (default: NAME)")
     a.add_argument("--json", action="store_true", help="machine-readable output")
     a = us.add_parser("list", help="list users and their roles")

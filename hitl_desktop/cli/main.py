@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # the common probe: skip building the parser
+        sys.stdout.write(f"hitl-desktop {__version__}\n")
+        raise SystemExit(0)  # what argparse's version action does
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -92,4 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    # `python -m hitl_desktop.cli.main`: run the imported module's main, whose COMMANDS the command modules fill
+    # (this file also runs as __main__, a second module with its own, empty COMMANDS).
+    from hitl_desktop.cli.main import main as _main
+
+    raise SystemExit(_main())

@@ -6,15 +6,17 @@ import sys
 import threading
 from typing import Any
 
-from ..core import identity
-from ..core import models as M
 from ..core.errors import HitlError
-from ..core.pipeline.errors import RunCancelled
-from ..core.pipeline.events import CancelToken
-from ..core.pipeline.spec import parse_value
-from ..core.project import Project
+from ._lazy import lazy
 from .context import actor, login, open_project, password
 from .main import command, emit, table
+
+identity = lazy("hitl_desktop.core.identity")
+M = lazy("hitl_desktop.core.models")
+_perrors = lazy("hitl_desktop.core.pipeline.errors")
+_events = lazy("hitl_desktop.core.pipeline.events")
+_spec = lazy("hitl_desktop.core.pipeline.spec")
+_project = lazy("hitl_desktop.core.project")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +87,7 @@ def _params(items: list[str]) -> dict[str, Any]:
         k, sep, v = it.partition("=")
         if not sep or not k.strip():
             raise HitlError(f"--param takes KEY=VALUE, got '{it}'")
-        out[k.strip()] = parse_value(v)
+        out[k.strip()] = _spec.parse_value(v)
     return out
 
 
@@ -102,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         user = actor(args)
         identity.authorize(project, user, "train")
         identity.authenticate(project, user, password(user))
-        token = CancelToken()
+        token = _events.CancelToken()
         box: dict[str, Any] = {}
 
         def work() -> None:
@@ -122,9 +124,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             token.cancel()
             t.join()
         if "error" in box:
-            if isinstance(box["error"], RunCancelled):
+            if isinstance(box["error"], _perrors.RunCancelled):
                 sys.stderr.write(f"hitl: {box['error']}\n")
-                return RunCancelled.exit_code
+                return _perrors.RunCancelled.exit_code
             raise box["error"]
         res: M.TrainResult = box["res"]
 
@@ -284,7 +286,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     trusted = M.trusted_keys()
     if args.trust_project:
-        with Project.open(args.trust_project) as p:
+        with _project.Project.open(args.trust_project) as p:
             trusted.update(M.project_keys(p))
     if args.out:
         summary = M.predict_file(args.bundle, args.file, args.out, trusted)

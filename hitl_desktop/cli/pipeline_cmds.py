@@ -9,14 +9,17 @@ import threading
 from typing import Any
 
 from ..core.errors import HitlError
-from ..core.pipeline import engine as E
-from ..core.pipeline import spec as S
-from ..core.pipeline.errors import ParamError, PipelineError, RunCancelled, StageFailed
-from ..core.pipeline.events import CancelToken, RunEvent
-from ..core.pipeline.parallel import BACKENDS
-from ..core.pipeline.registry import STAGE_PATHS_KEY, registry_for
+from ._lazy import lazy
+from .choices import PARALLEL_BACKENDS as BACKENDS
+from .choices import STAGE_PATHS_KEY
 from .context import open_project, require
 from .main import command, emit, table
+
+E = lazy("hitl_desktop.core.pipeline.engine")
+S = lazy("hitl_desktop.core.pipeline.spec")
+_perrors = lazy("hitl_desktop.core.pipeline.errors")
+_events = lazy("hitl_desktop.core.pipeline.events")
+_registry = lazy("hitl_desktop.core.pipeline.registry")
 
 SETTINGS = {
     "settings.joblib_backend": "joblib backend for per-batch stages: " + ", ".join(BACKENDS),
@@ -123,7 +126,7 @@ def _spec_text(d: dict[str, Any]) -> str:
 
 def _parse_set(item: str) -> tuple[str, str, Any]:
     if "=" not in item or "." not in item.split("=", 1)[0]:
-        raise ParamError(f"--set expects STEP.PARAM=VALUE, got '{item}'")
+        raise _perrors.ParamError(f"--set expects STEP.PARAM=VALUE, got '{item}'")
     lhs, value = item.split("=", 1)
     step, param = lhs.split(".", 1)
     return step, param, S.parse_value(value)
@@ -134,7 +137,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     with open_project(args) as project:
         a = args.action
         if a == "show":
-            reg = registry_for(project)
+            reg = _registry.registry_for(project)
             if args.name:
                 d = _spec_json(S.get_pipeline(project, args.name), reg)
                 emit(args, d, lambda: _spec_text(d))
@@ -143,7 +146,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 emit(args, specs, lambda: "\n\n".join(_spec_text(d) for d in specs))
             return 0
         if a == "stages":
-            reg = registry_for(project)
+            reg = _registry.registry_for(project)
             data = [s.to_json() for s in reg.all()]
             emit(args, data, lambda: table(
                 [[s["name"], s["version"], "yes" if s["per_batch"] else "", ",".join(s["inputs"]),
@@ -153,7 +156,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         if a == "settings":
             return _settings(project, args)
         user = require(project, args, "edit")
-        reg = registry_for(project)
+        reg = _registry.registry_for(project)
         if a == "set-param":
             spec = S.set_param(project, args.pipeline, args.step, args.param, S.parse_value(args.value), user, reg)
             d = _spec_json(spec, reg)
@@ -178,7 +181,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 try:
                     src = int(src)
                 except ValueError:
-                    raise PipelineError(f"source must be 'latest' or a source id, got '{args.source}'") from None
+                    raise _perrors.PipelineError(f"source must be 'latest' or a source id, got '{args.source}'") from None
             spec = S.set_source(project, args.pipeline, src, user, reg)
             emit(args, _spec_json(spec, reg), f"pipeline {spec.name} reads source {src}")
     return 0
@@ -191,18 +194,18 @@ def _settings(project, args) -> int:
                                            for k, v in data.items()))
         return 0
     if args.key not in SETTINGS:
-        raise PipelineError(f"unknown pipeline setting '{args.key}' (known: {', '.join(SETTINGS)})")
+        raise _perrors.PipelineError(f"unknown pipeline setting '{args.key}' (known: {', '.join(SETTINGS)})")
     if args.value is None:
         emit(args, {args.key: project.meta(args.key)}, f"{args.key} = {project.meta(args.key)}")
         return 0
     v = args.value
     if args.key == "settings.joblib_backend" and v not in BACKENDS:
-        raise PipelineError(f"settings.joblib_backend must be one of {', '.join(BACKENDS)}, got '{v}'")
+        raise _perrors.PipelineError(f"settings.joblib_backend must be one of {', '.join(BACKENDS)}, got '{v}'")
     if args.key == "settings.joblib_n_jobs":
         try:
             int(v)
         except ValueError:
-            raise PipelineError(f"settings.joblib_n_jobs must be a whole number, got '{v}'") from None
+            raise _perrors.PipelineError(f"settings.joblib_n_jobs must be a whole number, got '{v}'") from None
     if args.key == STAGE_PATHS_KEY:
         try:
             parsed = json.loads(v)
@@ -211,7 +214,7 @@ def _settings(project, args) -> int:
         if isinstance(parsed, str):
             parsed = [parsed]
         if not isinstance(parsed, list) or not all(isinstance(x, str) for x in parsed):
-            raise PipelineError(f"{STAGE_PATHS_KEY} must be a JSON list of file paths")
+            raise _perrors.PipelineError(f"{STAGE_PATHS_KEY} must be a JSON list of file paths")
         v = json.dumps(parsed)
     user = require(project, args, "edit")
     from ..core import audit
@@ -220,7 +223,7 @@ def _settings(project, args) -> int:
         project.set_meta(conn, args.key, v)
         audit.append(conn, user, "settings.set", args.key, {"key": args.key, "value": v})
     if args.key == STAGE_PATHS_KEY:
-        registry_for(project)  # refuse nothing, but report a broken module now rather than at the next run
+        _registry.registry_for(project)  # refuse nothing, but report a broken module now rather than at the next run
     emit(args, {args.key: v}, f"{args.key} = {v}")
     return 0
 
@@ -259,7 +262,7 @@ class _Printer:
     def __init__(self) -> None:
         self.last: dict[str, float] = {}
 
-    def __call__(self, e: RunEvent) -> None:
+    def __call__(self, e: _events.RunEvent) -> None:
         w = sys.stderr.write
         if e.kind == "stage_started":
             units = e.data.get("units", 1)
@@ -287,7 +290,7 @@ class _Printer:
 def cmd_run(args: argparse.Namespace) -> int:
     with open_project(args) as project:
         user = require(project, args, "edit")
-        token = CancelToken()
+        token = _events.CancelToken()
         box: dict[str, Any] = {}
         printer = None if args.json else _Printer()
 
@@ -322,10 +325,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     emit(args, report.to_json(), text)
     if report.status == "failed":
         sys.stderr.write(f"hitl: error: {report.error}\n")
-        return StageFailed.exit_code
+        return _perrors.StageFailed.exit_code
     if report.status == "cancelled":
         sys.stderr.write(f"hitl: {report.error}\n")
-        return RunCancelled.exit_code
+        return _perrors.RunCancelled.exit_code
     return 0
 
 
