@@ -20,6 +20,7 @@ _sa = lazy("sqlalchemy")
 audit = lazy("hitl_desktop.core.audit")
 db = lazy("hitl_desktop.core.db")
 F = lazy("hitl_desktop.core.flags")
+_edits = lazy("hitl_desktop.core.operations.edits")
 _checks = lazy("hitl_desktop.core.checks")
 CS = lazy("hitl_desktop.core.pipeline.checks_stages")
 _review = lazy("hitl_desktop.core.review")
@@ -171,7 +172,7 @@ def _flag_batch(project, flag_id: int) -> int:
 def cmd_accept(args: argparse.Namespace) -> int:
     with open_project(args) as project:
         user = require(project, args, "edit", _flag_batch(project, args.flag))
-        res = F.accept(project, args.flag, user)
+        res = _edits.accept_flag(project, user, args.flag).result
     data = {"batch": res.batch_id, "edit": None if res.edit is None else res.edit.edit_id,
             "flags": [f.to_json() for f in res.flags]}
     main = next((f for f in res.flags if f.id == args.flag), None)
@@ -185,7 +186,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
 def cmd_dismiss(args: argparse.Namespace) -> int:
     with open_project(args) as project:
         user = require(project, args, "dismiss_flag", _flag_batch(project, args.flag))
-        res = F.dismiss(project, args.flag, user, args.reason)
+        res = _edits.dismiss_flag(project, user, args.flag, args.reason).result
     emit(args, {"batch": res.batch_id, "flags": [f.to_json() for f in res.flags]},
          f"flag {args.flag} dismissed by {user}: {args.reason.strip()}")
     return 0

@@ -15,6 +15,7 @@ from .main import command, emit, table
 B = lazy("hitl_desktop.core.batches")
 _ingest = lazy("hitl_desktop.core.ingest")
 _sources = lazy("hitl_desktop.core.sources")
+_edits = lazy("hitl_desktop.core.operations.edits")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -225,7 +226,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         from .context import require
 
         user = require(project, args, "edit", batch=args.batch)
-        r = B.set_cell(project, args.batch, args.row, args.column, args.value, user, args.reason)
+        r = _edits.edit_cell(project, user, args.batch, args.row, args.column, args.value, args.reason).result.edit
     emit(args, r.to_json(), _edit_text(r))
     return 0
 
@@ -236,7 +237,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
         from .context import require
 
         user = require(project, args, "edit", batch=args.batch)
-        r = B.revert_cell(project, args.batch, args.row, args.column, user, args.reason)
+        r = _edits.revert_cell(project, user, args.batch, args.row, args.column, args.reason).result.edit
     emit(args, r.to_json(), _edit_text(r))
     return 0
 
@@ -247,7 +248,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
         from .context import require
 
         user = require(project, args, "edit", batch=args.batch)
-        r = B.undo_last(project, args.batch, user)
+        r = _edits.undo_edit(project, user, args.batch).result.edit
     emit(args, r.to_json(), "undid: " + _edit_text(r))
     return 0
 

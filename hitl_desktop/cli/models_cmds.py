@@ -14,7 +14,7 @@ from .main import command, emit, table
 identity = lazy("hitl_desktop.core.identity")
 M = lazy("hitl_desktop.core.models")
 _perrors = lazy("hitl_desktop.core.pipeline.errors")
-_events = lazy("hitl_desktop.core.pipeline.events")
+_tasks = lazy("hitl_desktop.core.tasks")
 _spec = lazy("hitl_desktop.core.pipeline.spec")
 _project = lazy("hitl_desktop.core.project")
 
@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         user = actor(args)
         identity.authorize(project, user, "train")
         identity.authenticate(project, user, password(user))
-        token = _events.CancelToken()
+        token = _tasks.TaskState()
         box: dict[str, Any] = {}
 
         def work() -> None:

@@ -19,6 +19,7 @@ E = lazy("hitl_desktop.core.pipeline.engine")
 S = lazy("hitl_desktop.core.pipeline.spec")
 _perrors = lazy("hitl_desktop.core.pipeline.errors")
 _events = lazy("hitl_desktop.core.pipeline.events")
+_tasks = lazy("hitl_desktop.core.tasks")
 _registry = lazy("hitl_desktop.core.pipeline.registry")
 
 SETTINGS = {
@@ -290,7 +291,7 @@ class _Printer:
 def cmd_run(args: argparse.Namespace) -> int:
     with open_project(args) as project:
         user = require(project, args, "edit")
-        token = _events.CancelToken()
+        token = _tasks.TaskState()
         box: dict[str, Any] = {}
         printer = None if args.json else _Printer()
 

@@ -10,7 +10,7 @@ Qt-free. See docs/pipeline.md. Typical use from a window (off the GUI thread)::
 
 Layers, bottom-up (each module imports only from those below it): errors, events -> stage -> parallel -> context ->
 cache -> registry -> spec -> model_stages, checks_stages, builtin -> engine -> this package (re-exports only).
-`CancelToken` is the deprecated name of `core.tasks.TaskState`; `Cancelled` is `core.tasks.Cancelled`.
+A run's cancel flag and progress sink is a `core.tasks.TaskState`; `Cancelled` is `core.tasks.Cancelled`.
 """
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ from .engine import (RunReport, StepOutcome, StepStatus, lineage, list_runs, pip
                      run_pipeline, step_status)
 from .errors import (CorruptResult, OutputMismatch, ParamError, PipelineError, PluginError, RunCancelled,
                      StageFailed, UnknownPipeline, UnknownStage)
-from .events import EVENT_KINDS, CancelToken, RunEvent, RunObserver
+from .events import EVENT_KINDS, RunEvent, RunObserver
 from .registry import ENTRY_POINT_GROUP, STAGE_PATHS_KEY, Registry, registry_for
 from .spec import (DEFAULT_PIPELINE, PipelineSpec, Step, add_step, add_variant, default_spec, get_pipeline,
                    list_pipelines, remove_step, save_spec, set_param, set_params, set_source)
 from .stage import Param, Stage, stage
 
 __all__ = [
-    "CancelToken", "Cancelled", "CorruptResult", "DEFAULT_PIPELINE", "ENTRY_POINT_GROUP", "EVENT_KINDS",
+    "Cancelled", "CorruptResult", "DEFAULT_PIPELINE", "ENTRY_POINT_GROUP", "EVENT_KINDS",
     "OutputMismatch", "Param", "ParamError", "PipelineError", "PipelineSpec", "PluginError", "Registry",
     "RunCancelled", "RunEvent", "RunObserver", "RunReport", "STAGE_PATHS_KEY", "Stage", "StageContext",
     "StageFailed", "Step", "StepOutcome", "StepStatus", "TaskState", "UnknownPipeline", "UnknownStage", "add_step",

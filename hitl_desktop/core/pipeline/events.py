@@ -53,7 +53,3 @@ def make_emitter(observer: Observer) -> Callable[[RunEvent], None]:
         raise TypeError("observer must be callable or have on_event(event)")
     return fn  # type: ignore[return-value]
 
-
-#: Deprecated name of `core.tasks.TaskState` (the one cancel flag and progress sink), kept while callers switch:
-#: ``token = CancelToken(); token.cancel()`` still works. New code passes a TaskState to `run_pipeline(cancel=...)`.
-CancelToken = TaskState
