@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core import audit, identity
+from ..core import audit, identity, integrity
 from .context import actor, login, new_password, open_project, password, require
 from .main import _Parser, command, emit, table
 
@@ -88,7 +88,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     with open_project(args) as project:
         if args.what == "verify":
-            rep = audit.verify_project(project)
+            rep = integrity.verify_project(project)
             emit(args, rep.to_json(), rep.summary())
             return 0 if rep.ok else 1
         with project.read() as conn:
