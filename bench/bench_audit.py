@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hitl_desktop.core import audit, db, identity
+from hitl_desktop.core import audit, db, identity, integrity
 from hitl_desktop.core import batches as B
 from hitl_desktop.core.ingest import ImportOptions
 from hitl_desktop.core.project import Project
@@ -96,7 +96,7 @@ def main() -> None:
         print(f"built project in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         with p.read() as conn:
             n = audit.count(conn)
-        t_full, rep = best_of(lambda: audit.verify_project(p))
+        t_full, rep = best_of(lambda: integrity.verify_project(p))
         assert rep.ok, rep.summary()
 
         def chain_only():

@@ -22,7 +22,7 @@ os.environ.setdefault("HITL_SCRYPT_N", "1024")  # the KDF is not what this measu
 sys.path.insert(0, str(Path(__file__).parent))
 from datagen import write_csv  # noqa: E402
 
-from hitl_desktop.core import audit, bundle, db, identity  # noqa: E402
+from hitl_desktop.core import audit, bundle, db, identity, integrity  # noqa: E402
 from hitl_desktop.core import batches as B  # noqa: E402
 from hitl_desktop.core import flags as F  # noqa: E402
 from hitl_desktop.core.ingest import ImportOptions  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
         res = bundle.apply_import(p, out, user="alice")
         t_import = time.perf_counter() - t0
         assert not res.pending, res.pending
-        rep = audit.verify_project(p)
+        rep = integrity.verify_project(p)
         assert rep.ok, rep.summary()
         p.close()
 

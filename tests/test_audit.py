@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hitl_desktop.cli.main import main
-from hitl_desktop.core import audit, identity
+from hitl_desktop.core import approvals, audit, identity, integrity
 from hitl_desktop.core.project import Project
 
 CSV = "id,x,label\n" + "".join(f"{i},{i * 0.5},{'ab'[i % 2]}\n" for i in range(8))
@@ -99,7 +99,7 @@ def test_project_copied_to_another_folder_still_verifies(proj, tmp_path, monkeyp
     rc, out = verify(monkeypatch, capsys, str(copy))
     assert rc == 0 and "1 signatures valid" in out
     with Project.open(copy) as p, p.read() as conn:
-        assert audit.approval_state(conn, 1) == "valid"
+        assert approvals.approval_state(conn, 1) == "valid"
 
 
 def test_audit_lists_every_state_change(proj, monkeypatch, capsys):
@@ -213,10 +213,10 @@ def test_recomputed_chain_after_an_edit_is_detected_through_the_signature(proj, 
     rc, out = verify(monkeypatch, capsys, proj)
     assert rc == 1 and "signature of decision 1" in out and "bob" in out
     with Project.open(proj) as p:
-        rep = audit.verify_project(p)
+        rep = integrity.verify_project(p)
         assert not any("chain" in m or "altered: its hash" in m for _, m in rep.problems)  # the chain itself links
         with p.read() as conn:
-            assert audit.approval_state(conn, 1) == "invalid"
+            assert approvals.approval_state(conn, 1) == "invalid"
 
 
 def test_swapping_a_users_key_to_forge_a_signature_is_detected(proj, monkeypatch, capsys):
@@ -235,9 +235,9 @@ def test_swapping_a_users_key_to_forge_a_signature_is_detected(proj, monkeypatch
         from hitl_desktop.core import batches as B
 
         B.decide(p, 2, "approve", "bob", signer=identity.signer(p, "bob", "attacker-pw"))
-        rep = audit.verify_project(p)
+        rep = integrity.verify_project(p)
         with p.read() as conn:
-            assert audit.approval_state(conn, 2) == "invalid"
+            assert approvals.approval_state(conn, 2) == "invalid"
     assert any("was not made with the key recorded for bob" in m for _, m in rep.problems)
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from hitl_desktop.cli.main import main
-from hitl_desktop.core import audit, db, identity
+from hitl_desktop.core import approvals, audit, db, identity, integrity
 from hitl_desktop.core import batches as B
 from hitl_desktop.core import bundle as BD
 from hitl_desktop.core import flags as F
@@ -72,7 +72,7 @@ def snapshot(p):
 
 
 def verify_ok(p):
-    rep = audit.verify_project(p)
+    rep = integrity.verify_project(p)
     assert rep.ok, rep.summary()
     return rep
 
@@ -166,7 +166,7 @@ def test_round_trip_end_to_end_cli(home, tmp_path, monkeypatch, capsys):
                       for e in c.execute(select(db.edits))) == away_edits
         d2 = c.execute(select(db.decisions).where(db.decisions.c.batch_id == 2)).one()
         assert (d2.user, d2.ts, d2.signature) == (away_decision.user, away_decision.ts, away_decision.signature)
-        assert audit.approval_state(c, 2) == "valid"
+        assert approvals.approval_state(c, 2) == "valid"
         assert B.get_batch(c, 2).status == "approved" and B.get_batch(c, 1).status == "in_review"
         assert B.get_batch(c, 1).out_for_review is None and B.get_batch(c, 2).out_for_review is None
         undo = c.execute(select(db.edits).where(db.edits.c.kind == "undo")).one()
@@ -277,7 +277,7 @@ def test_batch_decided_at_home_meanwhile_is_a_conflict(home, tmp_path):
     r = BD.apply_import(home, out, {"batch:2": "home"}, user="alice")
     assert r.resolved == {"batch:2": "home"} and r.edits == 0
     with home.read() as c:
-        assert audit.approval_state(c, 2) == "valid"
+        assert approvals.approval_state(c, 2) == "valid"
     assert B.load_batch(home, 2).loc[4, "label"] == "a"
     assert F.get_flag.__name__  # flag 2 stays as home has it
     assert {f.id: f.status for f in F.list_flags(home)}[2] == "open"
@@ -307,7 +307,7 @@ def test_approved_away_then_changed_at_home_warns(home, tmp_path):
     r = BD.apply_import(home, out, {"batch:1": "away"}, user="alice")
     assert r.decisions == 1 and any("re-approve" in w for w in r.warnings)
     with home.read() as c:
-        assert audit.approval_state(c, 1) == "invalid"  # honest: the approval covers other data
+        assert approvals.approval_state(c, 1) == "invalid"  # honest: the approval covers other data
     verify_ok(home)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtWidgets import QDialogButtonBox
 
-from hitl_desktop.core import audit
+from hitl_desktop.core import integrity
 from hitl_desktop.core import batches as B
 from hitl_desktop.core.project import Project
 from hitl_desktop.gui import dialogs
@@ -83,7 +83,7 @@ def test_export_then_import_with_conflict_dialog(qtbot, tmp_path, errors):
     with Project.open(path) as hp:
         df = B.load_batch(hp, b1)
         assert df.loc[first, "island"] == "AwayIsland" and df.loc[first + 2, "island"] == "OnlyAway"
-        assert audit.verify_project(hp).ok
+        assert integrity.verify_project(hp).ok
 
     # the same bundle again: nothing new, nothing changed
     win.bundle_actions.last_import = None

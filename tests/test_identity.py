@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from hitl_desktop.cli.main import main
-from hitl_desktop.core import audit, db, identity
+from hitl_desktop.core import approvals, audit, db, identity, integrity
 from hitl_desktop.core import batches as B
 from hitl_desktop.core.errors import PermissionRefused
 from hitl_desktop.core.project import Project
@@ -250,7 +250,7 @@ def test_project_created_in_core_without_password_sets_it_later(tmp_path, monkey
     with pytest.raises(PermissionRefused, match="current password"):
         identity.set_password(p, "tess", "other-secret")
     identity.signer(p, "tess", "tess-secret")
-    assert audit.verify_project(p).ok
+    assert integrity.verify_project(p).ok
     p.close()
 
 
@@ -271,7 +271,7 @@ def test_approval_is_a_signature_with_name_time_meaning(proj, monkeypatch, capsy
         body = json.loads(row.signed_payload)
         assert body["content_hash"] == B.get_batch(conn, 2).content_hash
         assert body["chain_head"]["id"] == row.audit_id - 1 and body["project"] == p.project_id
-        assert audit.approval_state(conn, 1) == "valid" and audit.approval_state(conn, 2) == "none"
+        assert approvals.approval_state(conn, 1) == "valid" and approvals.approval_state(conn, 2) == "none"
 
 
 def test_approval_becomes_invalid_when_content_changes_by_any_route(proj, monkeypatch, capsys):
@@ -284,7 +284,7 @@ def test_approval_becomes_invalid_when_content_changes_by_any_route(proj, monkey
     con.commit()
     con.close()
     with Project.open(proj) as p, p.read() as conn:
-        state, why = audit.approval_check(conn, 1)
+        state, why = approvals.approval_check(conn, 1)
     assert state == "invalid" and "changed after it was approved" in why
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, update
 
-from hitl_desktop.core import audit, db, identity
+from hitl_desktop.core import approvals, audit, db, identity, integrity
 from hitl_desktop.core import batches as B
 from hitl_desktop.core import flags as F
 from hitl_desktop.core import models as M
@@ -189,7 +189,7 @@ def test_batch_edited_after_approval_refuses_training_and_shows_invalid(proj):
         conn.execute(db.overrides.insert().values(batch_id=2, row_id=61, column="color", value="blue",
                                                   edit_id=edit))
     with proj.read() as conn:
-        assert audit.approval_check(conn, 2)[0] == "invalid"
+        assert approvals.approval_check(conn, 2)[0] == "invalid"
     with pytest.raises(M.TrainingRefused) as e:
         train(proj)
     assert "approval invalid: batch 2" in str(e.value) and "changed after it was approved" in str(e.value)
@@ -225,7 +225,7 @@ def test_model_approval_is_a_signature_with_four_eyes_and_roles(proj):
     assert "approver" in M.allowed_actions(proj, m.id, "alice")["export"]
     with pytest.raises(TransitionRefused, match="already approved"):
         M.decide_model(proj, m.id, "reject_model", "bob", "late", signer=sign(proj, "bob"))
-    rep = audit.verify_project(proj)
+    rep = integrity.verify_project(proj)
     assert rep.ok, rep.summary()
     assert rep.signatures == 5  # four batch approvals and the model approval
     with proj.read() as conn:
@@ -239,14 +239,14 @@ def test_audit_verify_catches_model_tampering(proj):
     M.decide_model(proj, m.id, "approve_model", "bob", signer=sign(proj, "bob"))
     with proj.write() as conn:  # a signed approval whose record was altered
         conn.execute(update(db.decisions).where(db.decisions.c.model_id == m.id).values(content_hash="0" * 64))
-    rep = audit.verify_project(proj)
+    rep = integrity.verify_project(proj)
     assert not rep.ok and rep.summary().startswith("TAMPERED: decision 5 does not match")
     assert any("signature of decision 5 (approve_model of model 1" in p for p in rep.to_json()["problems"])
     with proj.write() as conn:
         conn.execute(update(db.decisions).where(db.decisions.c.model_id == m.id).values(
             content_hash=m.model_sha256))
         conn.execute(update(db.models).where(db.models.c.id == m.id).values(model_sha256="f" * 64))
-    rep = audit.verify_project(proj)
+    rep = integrity.verify_project(proj)
     assert not rep.ok and any("model 1 does not match its model.train entry" in p for p in rep.to_json()["problems"])
 
 
@@ -431,13 +431,13 @@ def test_bulk_approval_states_match_the_single_batch_check_and_a_snapshot_is_use
         conn.execute(db.overrides.insert().values(batch_id=2, row_id=61, column="color", value="blue", edit_id=edit))
         conn.execute(update(db.batches).where(db.batches.c.id == 4).values(status="approved"))
     with proj.read() as conn:
-        states = audit.approval_states(conn)
-        assert states == {b: audit.approval_check(conn, b) for b in (1, 2, 3, 4)}
+        states = approvals.approval_states(conn)
+        assert states == {b: approvals.approval_check(conn, b) for b in (1, 2, 3, 4)}
         assert [states[b][0] for b in (1, 2, 3, 4)] == ["valid", "invalid", "none", "invalid"]
-        with audit.approval_snapshot({1: ("invalid", "judged earlier")}):
-            assert audit.approval_states(conn, [1, 2])[1] == ("invalid", "judged earlier")
-            assert audit.approval_states(conn, [1, 2])[2] == states[2]
-        assert audit.approval_states(conn, [1]) == {1: states[1]}
+        with approvals.approval_snapshot({1: ("invalid", "judged earlier")}):
+            assert approvals.approval_states(conn, [1, 2])[1] == ("invalid", "judged earlier")
+            assert approvals.approval_states(conn, [1, 2])[2] == states[2]
+        assert approvals.approval_states(conn, [1]) == {1: states[1]}
 
 
 def test_featurize_from_arrow_equals_the_prediction_contract_on_the_cleaned_rows(proj):

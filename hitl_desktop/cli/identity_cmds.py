@@ -11,6 +11,7 @@ from .main import _Parser, command, emit, table
 
 audit = lazy("hitl_desktop.core.audit")
 identity = lazy("hitl_desktop.core.identity")
+integrity = lazy("hitl_desktop.core.integrity")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,7 +93,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     with open_project(args) as project:
         if args.what == "verify":
-            rep = audit.verify_project(project)
+            rep = integrity.verify_project(project)
             emit(args, rep.to_json(), rep.summary())
             return 0 if rep.ok else 1
         with project.read() as conn:

@@ -14,7 +14,7 @@ it with a one-line reason, the home project unchanged) and lists what would merg
 `apply_import` merges it into the home project in one transaction: edits, flag changes and decisions keep their
 authors, times and signatures and are appended to the home audit trail, each entry marked with the bundle id and
 the away audit id (which makes re-importing a no-op). A decision signed away carries the away chain head it was
-bound to; `audit.verify_conn` checks it with `check_merged_signature`.
+bound to; `integrity.verify_conn` checks it with `identity.check_merged_signature`.
 
 Qt-free. The window calls `export`, `plan_import`, `apply_import`; the CLI is `hitl bundle ...`.
 """
@@ -28,7 +28,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -36,12 +35,13 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DatabaseError
 
-from . import audit, db, identity
-from .batches import batch_content_hash
+from . import approvals, audit, db, identity, integrity
+from .batches import batch_content_hash, current_overrides
 from .errors import HitlError, NotFound, PermissionRefused
-from .project import SCHEMA_HEAD, Project, _run_migrations
+from .project import SCHEMA_HEAD, Project, run_migrations
 from .sources import get_source
 from .filewrite import fsync_dir
+from .identity import check_merged_signature  # re-exported: it moved to identity
 from .util import canonical_json, os_user, utc_now
 
 SUFFIX = ".hitlreview"
@@ -327,7 +327,7 @@ def _export_tx(project: Project, home: Connection, ids: list[int], to_user: str,
     engine = db.make_engine(f"sqlite:///{tmp}", journal_mode="DELETE", synchronous="OFF")
     try:
         with db.write_tx(engine) as bc:
-            _run_migrations(bc)
+            run_migrations(bc)
             for ddl in _DDL:
                 bc.exec_driver_sql(ddl)
             chain = _Chain(bc)
@@ -515,7 +515,7 @@ def _check_bundle(home: Connection, b: _Bundle, bconn: Connection, home_pid: str
     sealed = bconn.execute(select(db.audit.c.hash).where(db.audit.c.id == seal["id"])).scalar()
     if sealed != seal.get("hash"):
         raise BundleRefused(f"{name} fails its hash check: the records exported with it were altered")
-    rep = audit.verify_conn(bconn)
+    rep = integrity.verify_conn(bconn)
     if not rep.ok:
         raise BundleRefused(f"{name} fails its hash check: {rep.problems[0][1]}")
     bb = {r.id: r for r in bconn.execute(select(db.batches))}
@@ -1053,8 +1053,6 @@ class _Merger:
             home.execute(db.decisions.insert(), self.dec_rows)
         for fid, values in self.flag_updates.items():
             home.execute(db.flags.update().where(db.flags.c.id == fid).values(**values))
-        from .batches import current_overrides
-
         for bid in sorted(self.changed):
             hb = self.plan.home_batches[bid]
             values: dict[str, Any] = dict(self.status_updates.get(bid, {}))
@@ -1065,35 +1063,12 @@ class _Merger:
                 revision=db.batches.c.revision + 1, updated_at=self.now, **values))
         if self.dec_rows:
             for bid in sorted({d["batch_id"] for d in self.dec_rows}):
-                state, why = audit.approval_check(home, bid)
+                state, why = approvals.approval_check(home, bid)
                 if state == "invalid":
                     self.warnings.append(f"{why}: the approval made away does not cover what batch {bid} holds "
                                          f"at home now; re-approve it")
         return ImportResult(self.bundle_id, self.merged["edit"], self.merged["decision"], self.merged["flag"],
                             self.resolved, self.pending, sorted(self.changed), self.warnings, self.plan.notes)
-
-
-# --- verification of merged signatures ---------------------------------------------------------------------------
-
-
-def check_merged_signature(d: Any, away: dict[str, Any], project_id: str,
-                           history: dict[str, list[tuple[int, str]]]) -> str | None:
-    """Why a decision signed away (and merged by `apply_import`) has no valid signature, or None.
-
-    Its audit entry records the away audit id it had and the away chain head it was bound to (checked against the
-    bundle's verified trail at import). The signature must match the decision and that head, and be made with the
-    key the home trail says the signer held when the bundle was exported.
-    """
-    try:
-        head = away["chain_head"]
-        shim = SimpleNamespace(**{k: getattr(d, k) for k in d._fields})
-        shim.audit_id = int(away["audit_id"])
-        key = identity.key_at(history, d.user, int(away["export_entry"]))
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return "was merged from a review bundle but its away record is incomplete"
-    hist = {d.user: [(0, key)]} if key else {}
-    return identity.check_signed_decision(shim, project_id, hist,
-                                          lambda i: head.get("hash") if i == head.get("id") else None)
 
 
 __all__ = ["BundleRefused", "Conflict", "ExportResult", "ImportPlan", "ImportResult", "SUFFIX", "apply_import",

@@ -24,7 +24,8 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from types import SimpleNamespace
+from typing import Any, Callable, ContextManager, Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -36,8 +37,18 @@ from . import audit, db
 from .errors import HitlError, NotFound, PermissionRefused
 from .util import canonical_json, utc_now
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .project import Project
+
+
+class ProjectHandle(Protocol):
+    """What identity needs of a `project.Project` (identity sits below project: it does not import it)."""
+
+    read_only: bool
+
+    def read(self) -> ContextManager[Connection]: ...
+
+    def write(self) -> ContextManager[Connection]: ...
+
+    def set_meta(self, conn: Connection, key: str, value: str) -> None: ...
 
 ROLES = ("reviewer", "approver", "admin")
 _RANK = {r: i for i, r in enumerate(ROLES)}
@@ -193,7 +204,7 @@ def get_user(conn: Connection, name: str) -> User:
     return _user_from_row(r)
 
 
-def list_users(project: "Project") -> list[User]:
+def list_users(project: ProjectHandle) -> list[User]:
     with project.read() as conn:
         return [_user_from_row(r) for r in conn.execute(select(db.users).order_by(db.users.c.id))]
 
@@ -208,7 +219,7 @@ def _check_role(role: str) -> None:
         raise HitlError(f"unknown role '{role}': choose one of {', '.join(ROLES)}")
 
 
-def add_user(project: "Project", admin: str, name: str, role: str, password: str,
+def add_user(project: ProjectHandle, admin: str, name: str, role: str, password: str,
              full_name: str | None = None) -> User:
     """Create a user with their initial password and key pair (admin only; recorded)."""
     _check_name(name)
@@ -228,7 +239,7 @@ def add_user(project: "Project", admin: str, name: str, role: str, password: str
         return get_user(conn, name)
 
 
-def set_disabled(project: "Project", admin: str, name: str, disabled: bool = True) -> User:
+def set_disabled(project: ProjectHandle, admin: str, name: str, disabled: bool = True) -> User:
     """Disable (or re-enable) a user. History stays; a disabled user can no longer log in or sign."""
     authorize(project, admin, "users")
     with project.write() as conn:
@@ -245,7 +256,7 @@ def set_disabled(project: "Project", admin: str, name: str, disabled: bool = Tru
         return get_user(conn, name)
 
 
-def set_password(project: "Project", user: str, new_password: str, old_password: str | None = None) -> User:
+def set_password(project: ProjectHandle, user: str, new_password: str, old_password: str | None = None) -> User:
     """Change one's own password (the old one is required if set). The key pair stays, re-encrypted.
 
     A user created without a password (`Project.init(path, user)` in tests) sets their first one here.
@@ -267,7 +278,7 @@ def set_password(project: "Project", user: str, new_password: str, old_password:
         return get_user(conn, user)
 
 
-def set_policy(project: "Project", admin: str, policy: str, on: bool) -> None:
+def set_policy(project: ProjectHandle, admin: str, policy: str, on: bool) -> None:
     """Switch a project policy (admin only; recorded with before/after)."""
     if policy not in POLICIES:
         raise HitlError(f"unknown policy '{policy}': known policies are {', '.join(POLICIES)}")
@@ -308,7 +319,7 @@ class Session:
     private_key: Ed25519PrivateKey
 
 
-def _record(project: "Project", user: str, action: str, target: str | None, payload: dict[str, Any],
+def record_event(project: ProjectHandle, user: str, action: str, target: str | None, payload: dict[str, Any],
             **user_values: Any) -> None:
     """A small separate transaction for refusals and failed logins (so they persist although the action fails)."""
     if project.read_only:
@@ -319,20 +330,20 @@ def _record(project: "Project", user: str, action: str, target: str | None, payl
         audit.append(conn, user, action, target, payload)
 
 
-def authenticate(project: "Project", user: str, password: str) -> Session:
+def authenticate(project: ProjectHandle, user: str, password: str) -> Session:
     """Check the password and unlock the user's key. Failures are counted and recorded; 5 in a row lock a minute."""
     with project.read() as conn:
         r = _row(conn, user)
     if r is None:
-        _record(project, user, "auth.failed", f"user:{user}", {"user": user, "reason": "unknown user"})
+        record_event(project, user, "auth.failed", f"user:{user}", {"user": user, "reason": "unknown user"})
         raise PermissionRefused(f"'{user}' is not a user of this project (pass --as NAME; an admin adds users "
                                 f"with `hitl users DIR add`)")
     if r.disabled:
-        _record(project, user, "auth.failed", f"user:{user}", {"user": user, "reason": "disabled"})
+        record_event(project, user, "auth.failed", f"user:{user}", {"user": user, "reason": "disabled"})
         raise PermissionRefused(f"user '{user}' is disabled")
     now = _now()
     if r.locked_until and r.locked_until > _iso(now):
-        _record(project, user, "auth.failed", f"user:{user}", {"user": user, "reason": "locked"})
+        record_event(project, user, "auth.failed", f"user:{user}", {"user": user, "reason": "locked"})
         raise PermissionRefused(f"user '{user}' is locked after {MAX_FAILURES} wrong passwords until "
                                 f"{r.locked_until[:19]} UTC; try again later")
     if r.pw_hash is None or r.kdf is None:
@@ -346,7 +357,7 @@ def authenticate(project: "Project", user: str, password: str) -> Session:
         if failures >= MAX_FAILURES:
             locked = _iso(now + timedelta(seconds=LOCKOUT_SECONDS))
             values = {"failed_logins": 0, "locked_until": locked}
-        _record(project, user, "auth.failed", f"user:{user}",
+        record_event(project, user, "auth.failed", f"user:{user}",
                 {"user": user, "reason": "wrong password", "failures": failures, "locked_until": locked}, **values)
         if locked:
             raise PermissionRefused(f"wrong password for '{user}' ({failures} in a row): locked for "
@@ -403,7 +414,7 @@ def _article(role: str) -> str:
     return "an" if role[:1] in "aeiou" else "a"
 
 
-def authorize(project: "Project", user: str, permission: str, batch_id: int | None = None,
+def authorize(project: ProjectHandle, user: str, permission: str, batch_id: int | None = None,
               target: str | None = None) -> None:
     """Raise PermissionRefused (naming the role needed) unless allowed; a refusal is recorded in the audit trail."""
     with project.read() as conn:
@@ -411,7 +422,7 @@ def authorize(project: "Project", user: str, permission: str, batch_id: int | No
     if reason is None:
         return
     target = target or (f"batch:{batch_id}" if batch_id is not None else None)
-    _record(project, user, "auth.refused", target, {
+    record_event(project, user, "auth.refused", target, {
         "user": user, "permission": permission, "needs": role_needed(permission), "batch": batch_id,
         "reason": reason})
     raise PermissionRefused(reason + "; nothing was changed")
@@ -429,7 +440,7 @@ def check_four_eyes_model(conn: Connection, user: str, trained_by: str) -> str |
 Signer = Callable[[Connection, dict[str, Any]], tuple[str, str, str]]
 
 
-def signer(project: "Project", user: str, password: str) -> Signer:
+def signer(project: ProjectHandle, user: str, password: str) -> Signer:
     """Authenticate now and return a one-shot signer for `batches.decide(..., signer=...)`.
 
     The returned callable runs inside the decision's transaction: it binds the payload to the current audit chain
@@ -532,3 +543,35 @@ def check_signed_decision(d: Any, project_id: str, history: dict[str, list[tuple
     if not verify_signature(key, d.signed_payload, d.signature):
         return f"has an invalid signature for {d.user}"
     return None
+
+
+# --- decisions signed at home or away (in a review bundle) ---------------------------------------------------------
+
+
+def check_merged_signature(d: Any, away: dict[str, Any], project_id: str,
+                           history: dict[str, list[tuple[int, str]]]) -> str | None:
+    """Why a decision signed away (and merged by `bundle.apply_import`) has no valid signature, or None.
+
+    Its audit entry records the away audit id it had and the away chain head it was bound to (checked against the
+    bundle's verified trail at import). The signature must match the decision and that head, and be made with the
+    key the home trail says the signer held when the bundle was exported.
+    """
+    try:
+        head = away["chain_head"]
+        shim = SimpleNamespace(**{k: getattr(d, k) for k in d._fields})
+        shim.audit_id = int(away["audit_id"])
+        key = key_at(history, d.user, int(away["export_entry"]))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return "was merged from a review bundle but its away record is incomplete"
+    hist = {d.user: [(0, key)]} if key else {}
+    return check_signed_decision(shim, project_id, hist,
+                                 lambda i: head.get("hash") if i == head.get("id") else None)
+
+
+def check_decision_signature(d: Any, entry_payload: dict[str, Any], project_id: str, history: dict,
+                             hash_of: Any) -> str | None:
+    """Why decision row `d`'s signature is not valid, or None. A decision signed away in a review bundle and merged
+    by `hitl bundle import` carries an "away" record in its audit entry (see `check_merged_signature`)."""
+    if isinstance(entry_payload.get("away"), dict):
+        return check_merged_signature(d, entry_payload["away"], project_id, history)
+    return check_signed_decision(d, project_id, history, hash_of)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import and_, select
 
-from . import audit, db, identity
+from . import approvals, audit, db, identity
 from .errors import HitlError, NotFound, PermissionRefused, TransitionRefused
 from .project import Project
 from .filewrite import fsync_dir
@@ -181,7 +181,7 @@ def training_scope(project: Project, pipeline: str | None = None) -> dict[str, A
     spec = get_pipeline(project, pipeline)
     sc = _scope(project, spec)
     with project.read() as conn:
-        states = audit.approval_states(conn, [b.id for b in sc.batches])
+        states = approvals.approval_states(conn, [b.id for b in sc.batches])
     usable, blocking, rejected = [], [], []
     for b in sc.batches:
         state, why = states[b.id]
@@ -282,7 +282,7 @@ def train(project: Project, user: str, target: str | None = None, model: str = "
     if changes:  # one transaction: the training parameters change together or not at all
         spec = S.set_params(project, name, changes, user, registry)
     # featurize's plan reads the valid approvals too: it sees the verdicts this scope check judged (once per run)
-    with audit.approval_snapshot(scope["states"]):
+    with approvals.approval_snapshot(scope["states"]):
         report = E.run_pipeline(project, name, steps["evaluate"], user=user, observer=observer, cancel=cancel,
                                 registry=registry, keep_outputs=True)
     if report.status == "cancelled":
@@ -545,7 +545,7 @@ def decide_model(project: Project, ref: Any, action: str, user: str, comment: st
         r = _row(conn, mid)
         why = identity.check_four_eyes_model(conn, user, r.trained_by)
     if why:
-        identity._record(project, user, "auth.refused", f"model:{mid}", {
+        identity.record_event(project, user, "auth.refused", f"model:{mid}", {
             "user": user, "permission": action, "model": mid, "reason": why})
         raise PermissionRefused(why + "; nothing was changed")
     problem = _model_file_problem(project, r)

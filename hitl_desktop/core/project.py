@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DatabaseError, OperationalError
 
-from . import audit, db
+from . import audit, db, identity
 from .errors import HitlError, NotAProject
 from .util import os_user, utc_now
 
@@ -93,7 +93,6 @@ class Project:
         `password` sets the admin's password and signing key (the CLI always passes one). None means "set later"
         with `identity.set_password` (convenient for tests that never sign).
         """
-        from . import identity
         p = Path(path).expanduser().absolute()
         if (p / db.DB_FILE).exists():
             raise HitlError(f"{p} is already a hitl project")
@@ -109,7 +108,7 @@ class Project:
             (p / TMP_DIR).mkdir(parents=True, exist_ok=True)
             engine = db.make_engine(f"sqlite:///{p / db.DB_FILE}")
             with db.write_tx(engine) as conn:
-                _run_migrations(conn)
+                run_migrations(conn)
                 now = utc_now()
                 project_id = str(uuid.uuid4())
                 for k, v in {
@@ -183,7 +182,7 @@ class Project:
                 raise NotAProject(f"{p} uses an older schema ({rev}); open it with upgrade enabled")
             try:
                 with db.write_tx(engine) as conn:
-                    _run_migrations(conn)
+                    run_migrations(conn)
                     audit.append(conn, os_user(), "project.upgrade", None, {"from": rev, "to": SCHEMA_HEAD})
             except DatabaseError as exc:
                 engine.dispose()
@@ -340,7 +339,7 @@ class _SparseReader:
         return self._reader.read_all()
 
 
-def _run_migrations(conn: Connection) -> None:
+def run_migrations(conn: Connection) -> None:
     from alembic import command
 
     command.upgrade(_alembic_config(conn), "head")

@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..core import audit, batches, flags, review
+from ..core import audit, batches, flags, integrity, review
 from ..core.errors import HitlError
 from ..core.tasks import TaskState
 from ..core.project import Project
@@ -102,7 +102,7 @@ class VerifyOutcome:
 
 def verify(project: Project) -> VerifyOutcome:
     """Verify the audit chain and, where identity provides it, every signature."""
-    fn = getattr(audit, "verify_project", None)
+    fn = getattr(integrity, "verify_project", None)
     if fn is not None:
         r = fn(project)
     else:

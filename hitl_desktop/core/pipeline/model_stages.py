@@ -1,7 +1,7 @@
 """Model stages: featurize, train, evaluate, export (Qt-free; see docs/models.md).
 
 * `featurize` gathers the cleaned rows of the selected batches — with `select=approved` only batches whose approval
-  is *valid* (signed, data unchanged since: `audit.approval_states`) — drops rows whose duplicate flag was accepted
+  is *valid* (signed, data unchanged since: `approvals.approval_states`) — drops rows whose duplicate flag was accepted
   ("drop duplicate"), types every column for the model (number / boolean / category; dates are left out) and
   splits off a stratified held-out part with a fixed seed. Both the valid approvals and the dropped rows are part
   of its cache key (plan context), so an accepted duplicate or an invalidated approval makes it stale. It reads
@@ -301,7 +301,7 @@ class Featurize(Stage):
     def plan_context(self, project: Any, source: Any, params: dict[str, Any]) -> dict[str, Any]:
         from sqlalchemy import select
 
-        from .. import audit, db
+        from .. import approvals, db
 
         with project.read() as conn:
             ctx: dict[str, Any] = {"dropped_duplicates": {str(b): r for b, r in
@@ -310,7 +310,7 @@ class Featurize(Stage):
                 ids = list(conn.execute(select(db.batches.c.id).where(db.batches.c.source_id == source.id)
                                         .where(db.batches.c.status == "approved").order_by(db.batches.c.id))
                            .scalars())
-                states = audit.approval_states(conn, ids)
+                states = approvals.approval_states(conn, ids)
                 ctx["valid_approvals"] = [b for b in ids if states[b][0] == "valid"]
         return ctx
 
