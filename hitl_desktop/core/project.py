@@ -16,7 +16,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 from alembic.config import Config
@@ -73,7 +73,7 @@ class Project:
         self._readers: dict[str, pa.ipc.RecordBatchFileReader] = {}
         self._readers_lock = threading.Lock()
         self._meta_cache: dict[str, str] = {}
-        self._open_tables: Any = None
+        self._resources: dict[str, Any] = {}
 
     # --- opening ---------------------------------------------------------------------------------------------
 
@@ -195,21 +195,23 @@ class Project:
     def close(self) -> None:
         with self._readers_lock:
             self._readers.clear()
-        if self._open_tables is not None:
-            self._open_tables.clear()
+        with self._readers_lock:
+            resources, self._resources = list(self._resources.values()), {}
+        for res in resources:
+            res.clear()
         self.engine.dispose()
 
-    @property
-    def open_tables(self) -> Any:
-        """Cache files' memory-mapped tables, kept between pipeline runs while the project is open
-        (`pipeline.cache.OpenTables`)."""
-        if self._open_tables is None:
-            from .pipeline.cache import OpenTables
-
+    def resource(self, key: str, factory: Callable[[], Any]) -> Any:
+        """An object kept while the project is open (made by `factory` on first use, e.g. the pipeline cache's
+        memory-mapped tables); its `clear()` is called when the project closes. Higher layers keep their state
+        here so the project needs to know nothing of them."""
+        res = self._resources.get(key)
+        if res is None:
             with self._readers_lock:
-                if self._open_tables is None:
-                    self._open_tables = OpenTables()
-        return self._open_tables
+                res = self._resources.get(key)
+                if res is None:
+                    res = self._resources[key] = factory()
+        return res
 
     def __enter__(self) -> "Project":
         return self

@@ -27,7 +27,7 @@ from ..project import Project, _pid_alive
 from ..sources import SourceInfo, get_source
 from ..util import canonical_json, gc_paused, os_user, sha256_text, utc_now
 from .builtin import FLAG_COLUMNS  # importing builtin also registers the built-in stages
-from .cache import ResultStore, read_result, result_kind, write_result
+from .cache import OpenTables, ResultStore, read_result, result_kind, write_result
 from .errors import CorruptResult, OutputMismatch, PipelineError, RunCancelled, StageFailed
 from .events import Observer, RunEvent, make_emitter
 from .parallel import ParallelConfig, config_from_meta, run_units
@@ -449,7 +449,7 @@ class _Run:
         self.emit_fn = make_emitter(observer)
         self.cancel = cancel
         self.cfg = cfg
-        self.store = ResultStore(project.path, writable=True, tables=project.open_tables)
+        self.store = ResultStore(project.path, writable=True, tables=project.resource("pipeline.open_tables", OpenTables))
         self.timer = _Timer()
         self.memo: dict[str, dict[str, Any]] = {}
         self.outcomes: list[StepOutcome] = []
