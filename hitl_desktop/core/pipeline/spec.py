@@ -217,19 +217,20 @@ def _row_to_spec(r: Any) -> PipelineSpec:
 
 
 def list_pipelines(project: Project) -> list[PipelineSpec]:
-    """All pipelines; creates 'default' (validate -> clean -> featurize -> train -> evaluate) if there is none."""
+    """All pipelines; a project with none has the 'default' one (validate -> clean -> featurize -> train ->
+    evaluate), which is written to the store only by the first change to a pipeline: reading writes nothing."""
     with project.read() as conn:
         rows = list(conn.execute(select(db.pipelines).order_by(db.pipelines.c.id)))
     if rows:
         return [_row_to_spec(r) for r in rows]
-    spec = default_spec()
-    if project.read_only:
-        return [spec]
-    with project.write() as conn:
-        if conn.execute(select(db.pipelines.c.id).limit(1)).first() is None:
-            _insert(conn, spec, "system", "pipeline.create", {"name": spec.name, "default": True})
-        rows = list(conn.execute(select(db.pipelines).order_by(db.pipelines.c.id)))
-    return [_row_to_spec(r) for r in rows]
+    return [default_spec()]
+
+
+def _ensure_default(conn: Connection, user: str) -> None:
+    """Inside a write: store the default pipeline if the project has none yet (its first pipeline change)."""
+    if conn.execute(select(db.pipelines.c.id).limit(1)).first() is None:
+        spec = default_spec()
+        _insert(conn, spec, user, "pipeline.create", {"name": spec.name, "default": True})
 
 
 def get_pipeline(project: Project, name: str | None = None) -> PipelineSpec:
@@ -259,6 +260,7 @@ def _update(project: Project, name: str, user: str, action: str, payload: dict[s
     resolve(spec, registry)  # refuse anything that would not run
     now = utc_now()
     with project.write() as conn:
+        _ensure_default(conn, user)
         conn.execute(db.pipelines.update().where(db.pipelines.c.name == name).values(
             spec_json=canonical_json(spec.to_json()), updated_at=now))
         audit.append(conn, user, action, f"pipeline:{name}", {**payload, "spec": spec.to_json()}, ts=now)
@@ -294,6 +296,7 @@ def set_params(project: Project, pipeline: str | None, changes: list[tuple[str, 
     resolve(spec, registry)  # refuse anything that would not run
     now = utc_now()
     with project.write() as conn:
+        _ensure_default(conn, user)
         conn.execute(db.pipelines.update().where(db.pipelines.c.name == name).values(
             spec_json=canonical_json(spec.to_json()), updated_at=now))
         for step, param, value in changes:
@@ -322,6 +325,7 @@ def add_variant(project: Project, new: str, base: str | None, user: str, registr
         s.params[param] = st.params[param].validate(step, param, value)
     resolve(spec, registry)
     with project.write() as conn:
+        _ensure_default(conn, user)
         _insert(conn, spec, user, "pipeline.create", {"name": new, "from": src.name,
                                                       "set": [list(x) for x in sets]})
     return get_pipeline(project, new)
@@ -370,6 +374,7 @@ def save_spec(project: Project, spec: PipelineSpec, user: str, registry: Registr
     resolve(spec, registry)
     now = utc_now()
     with project.write() as conn:
+        _ensure_default(conn, user)
         exists = conn.execute(select(db.pipelines.c.id).where(db.pipelines.c.name == spec.name)).first()
         if exists:
             conn.execute(db.pipelines.update().where(db.pipelines.c.name == spec.name).values(
