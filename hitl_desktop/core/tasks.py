@@ -29,7 +29,7 @@ class TaskState:
         self._event = cancel_event if cancel_event is not None else threading.Event()
         self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        self._last_t = 0.0
+        self._last_t = float("-inf")  # the first report always passes
         self.fraction = 0.0
         self.message = ""
         #: reports actually passed on to the sink (for tests and benchmarks)
@@ -92,11 +92,7 @@ class TaskState:
 
     def progress_callback(self, check: bool = True) -> ProgressSink:
         """A plain `progress(fraction, message)` callable for core functions; it also stops the work when cancelled."""
-        def cb(fraction: float, message: str = "") -> None:
-            if check:
-                self.check()
-            self.report(fraction, message)
-        return cb
+        return _progress_callback(self, check)
 
 
 class TaskSpan:
@@ -130,8 +126,12 @@ class TaskSpan:
         return self._parent.on_cancel(cb)
 
     def progress_callback(self, check: bool = True) -> ProgressSink:
-        def cb(fraction: float, message: str = "") -> None:
-            if check:
-                self.check()
-            self.report(fraction, message)
-        return cb
+        return _progress_callback(self, check)
+
+
+def _progress_callback(task: TaskState | TaskSpan, check: bool) -> ProgressSink:
+    def cb(fraction: float, message: str = "") -> None:
+        if check:
+            task.check()
+        task.report(fraction, message)
+    return cb
